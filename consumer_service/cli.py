@@ -1,0 +1,22 @@
+"""``python -m consumer_service``: parse options, set up logging and signals, serve until told."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Sequence
+
+from consumer_service.service import ConsumerService
+from consumer_service.settings import parse_settings
+from exactsum.logs import setup_logging
+from exactsum.signals import stop_on_signals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    stop = threading.Event()
+    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    service = ConsumerService(settings)
+    setup_logging(settings.log_level, settings.log_format, service="consumer",
+                  identity=service.consumer_id)
+    return service.serve(stop)

@@ -1,0 +1,58 @@
+"""The consumer's heartbeat: a key with a TTL, refreshed on its own thread and connection.
+
+It must not share a thread with the work: a CPU-bound batch would starve it and get the
+consumer's claims reclaimed while it is alive and working.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from exactsum.connection import RetryAborted, retrying
+from exactsum.keys import Keys
+
+log = logging.getLogger("consumer.heartbeat")
+
+
+class Heartbeat(threading.Thread):
+    def __init__(
+        self, client: redis.Redis, keys: Keys, consumer_id: str, *, ttl: float, threads: int
+    ) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.client, self.keys, self.consumer_id = client, keys, consumer_id
+        self.ttl_ms = int(ttl * 1000)
+        self.interval = ttl / 3
+        self.stopping = threading.Event()
+        self.info = json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "threads": threads,
+             "started": time.time()}
+        )
+
+    def beat(self) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.heartbeat(self.consumer_id), self.info, px=self.ttl_ms)
+        pipe.zadd(self.keys.consumers, {self.consumer_id: int(time.time() * 1000)})
+        pipe.execute()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                retrying(self.beat, "heartbeat", log, stop=self.stopping, cap=self.interval)
+            except RetryAborted:
+                return
+
+    def withdraw(self) -> None:
+        """Stop beating and say goodbye, so nobody waits for the TTL to reclaim nothing."""
+        self.stopping.set()
+        self.join(timeout=5)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.heartbeat(self.consumer_id))
+        pipe.zrem(self.keys.consumers, self.consumer_id)
+        pipe.execute()

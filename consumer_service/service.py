@@ -1,0 +1,121 @@
+"""The consumer process: a pool of workers, a heartbeat, a reclaimer, and an orderly stop.
+
+Start-up order: the heartbeat is written before the first claim, so no other consumer mistakes
+our fresh claims for a dead consumer's. Stop order (SIGTERM/SIGINT set an Event; this loop does
+the rest): workers stop claiming and finish what they hold, within the grace; whatever is still
+claimed then is put back on the queue; only then is the heartbeat withdrawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from functools import partial
+
+from consumer_service.heartbeat import Heartbeat
+from consumer_service.reclaimer import Reclaimer
+from consumer_service.settings import ConsumerSettings
+from consumer_service.worker import Worker
+from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.keys import Keys
+from exactsum.scripts import Scripts
+
+log = logging.getLogger("consumer")
+
+
+def new_consumer_id() -> str:
+    """Fresh at every start: a container's hostname can come back on a new container."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:24] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class ConsumerService:
+    def __init__(self, settings: ConsumerSettings, consumer_id: str | None = None) -> None:
+        self.settings = settings
+        self.consumer_id = consumer_id or new_consumer_id()
+        self.keys = Keys(settings.key_prefix)
+        self.stop_claiming = threading.Event()
+        self.halt = threading.Event()
+        url, timeout = settings.redis_url, settings.socket_timeout
+        self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
+        self.scripts = Scripts.register(self.control)
+        self.heartbeat = Heartbeat(
+            make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
+                        name=f"{self.consumer_id}-hb"),
+            self.keys, self.consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
+        )
+        self.reclaimer = Reclaimer(
+            make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
+            self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
+        )
+        self.workers = [
+            Worker(
+                make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-w{i}"),
+                self.keys, self.scripts, self.consumer_id, i,
+                block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
+                halt=self.halt, work_cpu_us=settings.work_cpu_us,
+                work_io_ms=settings.work_io_ms,
+            )
+            for i in range(settings.threads)
+        ]
+
+    def serve(self, stop: threading.Event) -> int:
+        """Run until ``stop`` is set; return the exit status."""
+        try:
+            retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
+        except RetryAborted:
+            return 0
+        log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s", self.consumer_id,
+                 self.settings.threads, self.settings.heartbeat_ttl, self.keys.queue)
+        self.heartbeat.start()
+        self.reclaimer.start()
+        for worker in self.workers:
+            worker.start()
+        stop.wait()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        started = time.monotonic()
+        log.info("consumer %s: stopping; finishing in-flight batches (grace %.1fs)",
+                 self.consumer_id, self.settings.grace)
+        self.stop_claiming.set()
+        self.reclaimer.stopping.set()
+        # Leave a margin of the grace for giving back and withdrawing.
+        finish_by = started + max(self.settings.grace - 1.5, self.settings.grace * 0.5)
+        for worker in self.workers:
+            worker.join(timeout=max(0.0, finish_by - time.monotonic()))
+        self.halt.set()
+        still_busy = [w.name for w in self.workers if w.is_alive()]
+        if still_busy:
+            log.warning("consumer %s: %s did not finish within the grace; giving their batches "
+                        "back", self.consumer_id, ", ".join(still_busy))
+        given_back = self._give_back(deadline=started + self.settings.grace - 0.3)
+        try:
+            retrying(self.heartbeat.withdraw, "withdraw heartbeat", log,
+                     deadline=started + self.settings.grace - 0.1)
+        except RetryAborted:
+            log.warning("consumer %s: could not withdraw the heartbeat; it expires by itself",
+                        self.consumer_id)
+        committed = sum(w.committed_items for w in self.workers)
+        log.info("consumer %s: stopped after committing %d items; %d elements given back",
+                 self.consumer_id, committed, given_back)
+        return 0
+
+    def _give_back(self, deadline: float) -> int:
+        """Put every element still in our in-flight lists back on the queue."""
+        moved = 0
+        for worker in self.workers:
+            keys = [self.keys.heartbeat(self.consumer_id), worker.inflight, self.keys.queue,
+                    self.keys.reclaimed]
+            try:
+                moved += int(retrying(partial(self.scripts.reclaim, keys=keys, args=["0"]),
+                                      "give back", log, deadline=deadline))
+            except RetryAborted:
+                log.error("consumer %s: could not give back %s; other consumers reclaim it "
+                          "once the heartbeat lapses", self.consumer_id, worker.inflight)
+        return moved

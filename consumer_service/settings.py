@@ -1,0 +1,79 @@
+"""The consumer's settings: a frozen dataclass built from the command line and the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exactsum.options import (
+    EnvParser,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    redis_url: str
+    key_prefix: str
+    log_level: str
+    log_format: str
+    threads: int
+    block_timeout: float
+    heartbeat_ttl: float
+    reclaim_interval: float
+    grace: float
+    work_cpu_us: float
+    work_io_ms: float
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Three refreshes per TTL: one late refresh does not let the heartbeat lapse."""
+        return self.heartbeat_ttl / 3
+
+    @property
+    def socket_timeout(self) -> float:
+        """Longer than the blocking claim, or redis-py would time out a healthy connection."""
+        return self.block_timeout + 2.0
+
+
+def build_parser() -> EnvParser:
+    parser = EnvParser(
+        prog="python -m consumer_service",
+        description="Claim batches from the Redis queue and commit them into their run's sum, "
+        "exactly once. Runs until SIGTERM or SIGINT.",
+    )
+    parser.add_common_options()
+    add = parser.add_env_option
+    add("--threads", env="CONSUMER_THREADS", default=4, type=positive_int,
+        help="worker threads, each with its own claim")
+    add("--block-timeout", env="CONSUMER_BLOCK_TIMEOUT", default=1.0, type=positive_float,
+        help="seconds a claim waits on an empty queue before looking again")
+    add("--heartbeat-ttl", env="CONSUMER_HEARTBEAT_TTL", default=5.0, type=positive_float,
+        help="seconds after the last heartbeat when this consumer's claims may be reclaimed")
+    add("--reclaim-interval", env="CONSUMER_RECLAIM_INTERVAL", default=1.0,
+        type=positive_float, help="seconds between looks for claims of dead consumers")
+    add("--grace", env="CONSUMER_GRACE", default=10.0, type=positive_float,
+        help="seconds to finish in-flight batches after SIGTERM before giving them back")
+    add("--work-cpu-us", env="CONSUMER_WORK_CPU_US", default=0.0, type=non_negative_float,
+        help="simulated CPU-bound work per item, in microseconds (holds the GIL)")
+    add("--work-io-ms", env="CONSUMER_WORK_IO_MS", default=0.0, type=non_negative_float,
+        help="simulated I/O wait per item, in milliseconds (releases the GIL)")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = ConsumerSettings(**vars(args))
+    if settings.block_timeout + settings.heartbeat_interval >= settings.heartbeat_ttl:
+        parser.error(
+            f"--block-timeout {settings.block_timeout} plus the heartbeat interval "
+            f"({settings.heartbeat_interval:.2f} s, a third of --heartbeat-ttl) must stay below "
+            f"--heartbeat-ttl {settings.heartbeat_ttl}: a claim still blocked in Redis when the "
+            "heartbeat lapses could land in a list that was already reclaimed"
+        )
+    if settings.grace >= 3600:
+        parser.error("--grace must be under an hour")
+    return settings

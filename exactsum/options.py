@@ -1,0 +1,127 @@
+"""Command-line options that can also come from the environment.
+
+Each option names its environment variable; the variable, when set, replaces the default, and a
+flag on the command line wins over both. ``--help`` shows the variable beside each option. A bad
+value, from either place, ends the program with exit status 2 and a usage message that names the
+option or variable and says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from exactsum.keys import Keys
+
+
+def positive_int(text: str) -> int:
+    value = int_value(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int_value(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def int_value(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
+
+
+def flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
+
+
+def key_prefix(text: str) -> str:
+    if not text or ":" in text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a key prefix is non-empty, without ':' or spaces"
+        )
+    return text
+
+
+class EnvParser(argparse.ArgumentParser):
+    """An ArgumentParser whose options may take their default from an environment variable."""
+
+    def add_env_option(
+        self,
+        *flags: str,
+        env: str,
+        default: Any,
+        type: Callable[[str], Any] = str,
+        help: str,
+        **kwargs: Any,
+    ) -> None:
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                default = type(raw)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                self.error(f"environment variable {env}: {exc}")
+        shown = "" if default is None else f" (default: {default})"
+        self.add_argument(
+            *flags, type=type, default=default, help=f"{help}{shown} [env: {env}]", **kwargs
+        )
+
+    def add_env_flag(self, flag_name: str, *, env: str, help: str) -> None:
+        raw = os.environ.get(env)
+        default = False
+        if raw is not None:
+            try:
+                default = flag(raw)
+            except argparse.ArgumentTypeError as exc:
+                self.error(f"environment variable {env}: {exc}")
+        self.add_argument(
+            flag_name, action=argparse.BooleanOptionalAction, default=default,
+            help=f"{help} [env: {env}]",
+        )
+
+    def add_common_options(self) -> None:
+        """Options both services share: where Redis is, the key prefix, logging."""
+        self.add_env_option(
+            "--redis-url", env="REDIS_URL", default="redis://localhost:6379/0",
+            help="Redis to use (redis://, rediss:// or unix://)",
+        )
+        self.add_env_option(
+            "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
+            help="prefix of every Redis key",
+        )
+        self.add_env_option(
+            "--log-level", env="LOG_LEVEL", default="INFO",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level",
+        )
+        self.add_env_option(
+            "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
+            help="log line format",
+        )

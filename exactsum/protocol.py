@@ -1,0 +1,65 @@
+"""The wire format of one queue element: a batch of numbers of one run.
+
+An element is ``pc1|<run id>|<batch seq>|<count>|<v1>,<v2>,...`` in ASCII. The run id and the
+batch sequence number are the batch's identity; item ``i`` of batch ``s`` is item
+``s * batch_size + i`` of the run, so every item has an identity without carrying one.
+The count is repeated in the header so that a truncated or altered element is caught instead of
+being counted short. Anything that does not parse is not ours: it is dead-lettered, never counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAGIC = b"pc1"
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RUN_ID_BYTES_RE = re.compile(rb"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ForeignElement(ValueError):
+    """An element in the queue that was not written by a producer of this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    run_id: str
+    seq: int
+    count: int
+    total: int  # the exact sum of the batch's values (a Python int, may exceed 64 bits)
+
+
+def encode(run_id: str, seq: int, values: Sequence[int]) -> bytes:
+    body = ",".join(map(str, values))
+    return b"%s|%s|%d|%d|%s" % (MAGIC, run_id.encode(), seq, len(values), body.encode())
+
+
+def encode_text(run_id: str, seq: int, count: int, body: str) -> bytes:
+    """Like :func:`encode` for a body already joined by the caller (the producer's fast path)."""
+    return b"%s|%s|%d|%d|%s" % (MAGIC, run_id.encode(), seq, count, body.encode())
+
+
+def decode(element: bytes) -> Batch:
+    """Parse one element; raise :class:`ForeignElement` with the reason if it is not ours."""
+    parts = element.split(b"|")
+    if len(parts) != 5 or parts[0] != MAGIC:
+        raise ForeignElement("not a pc1 element (expected 'pc1|run|seq|count|values')")
+    _, run_raw, seq_raw, count_raw, body = parts
+    if not _RUN_ID_BYTES_RE.match(run_raw):
+        raise ForeignElement("bad run id")
+    if not (seq_raw.isdigit() and count_raw.isdigit()):
+        raise ForeignElement("batch sequence number and count must be decimal digits")
+    seq, count = int(seq_raw), int(count_raw)
+    fields = body.split(b",")
+    if count < 1 or len(fields) != count:
+        raise ForeignElement(f"header says {count} values, element holds {len(fields)}")
+    try:
+        values = list(map(int, fields))
+    except ValueError:
+        raise ForeignElement("a value is not an integer") from None
+    if min(values) < INT64_MIN or max(values) > INT64_MAX:
+        raise ForeignElement("a value is outside signed 64 bits")
+    return Batch(run_raw.decode(), seq, count, sum(values))

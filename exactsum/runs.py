@@ -1,0 +1,206 @@
+"""A run's record in Redis, its progress and its audit.
+
+The producer writes a run's meta before it pushes anything, so that consumers can tell a batch
+of a known run from a stray element. The audit reads only what the consumers' scripts wrote and
+compares it with what the producer says it pushed; it is shared by the producer's report and by
+anything else that wants to judge a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import redis
+
+from exactsum.keys import Keys, RunKeys
+from exactsum.protocol import ForeignElement, decode
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the producer will push: fixed before the first push."""
+
+    run_id: str
+    items: int
+    batch_size: int
+
+    @property
+    def batches(self) -> int:
+        return -(-self.items // self.batch_size)
+
+    @property
+    def last_batch_size(self) -> int:
+        if self.items == 0:
+            return 0
+        return self.items - (self.batches - 1) * self.batch_size
+
+    def items_in(self, batches_done: int, last_done: bool) -> int:
+        """Items in ``batches_done`` resolved batches, ``last_done`` if the last is among them."""
+        if not last_done:
+            return batches_done * self.batch_size
+        return (batches_done - 1) * self.batch_size + self.last_batch_size
+
+
+def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) -> None:
+    """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
+
+    The expected sum of a random run is known only when its last batch is made; it is written
+    then, by :func:`set_state`.
+    """
+    rk = keys.run(plan.run_id)
+    now_ms = int(time.time() * 1000)
+    created = client.hsetnx(rk.meta, "items", plan.items)
+    if not created:
+        raise ValueError(f"run id {plan.run_id!r} already exists; pick another --run-id")
+    client.hset(
+        rk.meta,
+        mapping={
+            "batch_size": plan.batch_size,
+            "batches": plan.batches,
+            "state": "pushing",
+            "started_ms": now_ms,
+            "producer": producer,
+        },
+    )
+    client.zadd(keys.runs, {plan.run_id: now_ms})
+
+
+def set_state(
+    client: redis.Redis, keys: Keys, run_id: str, state: str, **fields: int | str
+) -> None:
+    mapping = {"state": state, f"{state}_ms": int(time.time() * 1000), **fields}
+    client.hset(keys.run(run_id).meta, mapping=mapping)  # type: ignore[arg-type]
+
+
+def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -> None:
+    """Let a finished run's keys go after ``retention_s`` seconds, so Redis memory comes back."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys.run(run_id).all():
+        pipe.expire(key, retention_s)
+    pipe.zremrangebyscore(keys.runs, 0, int((time.time() - retention_s) * 1000))
+    pipe.execute()
+
+
+@dataclass(frozen=True)
+class Progress:
+    committed: int
+    dead_lettered: int
+    queue_depth: int
+
+    @property
+    def resolved(self) -> int:
+        return self.committed + self.dead_lettered
+
+
+def read_progress(client: redis.Redis, keys: Keys, run_id: str) -> Progress:
+    rk = keys.run(run_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(rk.committed)
+    pipe.get(rk.dead_items)
+    pipe.llen(keys.queue)
+    committed, dead, depth = pipe.execute()
+    return Progress(int(committed or 0), int(dead or 0), int(depth))
+
+
+@dataclass
+class Audit:
+    run_id: str
+    produced: int
+    committed: int
+    sum: int
+    expected_sum: int
+    lost: int
+    duplicated: int
+    dead_lettered: int
+    dead_sum: int
+    stale_commits: int
+    by_consumer: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """Every item counted exactly once and the sum is the expected one."""
+        return (
+            not self.problems
+            and self.lost == 0
+            and self.duplicated == 0
+            and self.dead_lettered == 0
+            and self.committed == self.produced
+            and self.sum == self.expected_sum
+        )
+
+    @property
+    def accounted(self) -> bool:
+        """Nothing lost or doubled: each item is either counted once or in dead letters."""
+        return (
+            not self.problems
+            and self.lost == 0
+            and self.duplicated == 0
+            and self.committed + self.dead_lettered == self.produced
+            and self.sum + self.dead_sum == self.expected_sum
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["exact"] = self.exact
+        out["accounted"] = self.accounted
+        return out
+
+
+def _dead_sum(entries: list[bytes]) -> tuple[int, list[str]]:
+    """The exact sum of the dead-lettered batches, re-read from the entries themselves."""
+    total, problems = 0, []
+    for raw in entries:
+        try:
+            entry = json.loads(raw)
+            total += decode(base64.b64decode(entry["element_b64"])).total
+        except (ValueError, KeyError, ForeignElement) as exc:
+            problems.append(f"unreadable dead-letter entry: {exc}")
+    return total, problems
+
+
+def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> Audit:
+    """Judge a run from the consumers' records alone.
+
+    ``done`` has one bit per batch, set once by whichever script resolved it; the items those
+    bits stand for are the items resolved at least once. The counters are added to only by the
+    same scripts. So ``committed + dead_lettered - resolved`` is what was counted more than once,
+    and ``produced - resolved`` is what nobody resolved.
+    """
+    rk: RunKeys = keys.run(plan.run_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(rk.committed)
+    pipe.get(rk.sum)
+    pipe.get(rk.dead_items)
+    pipe.bitcount(rk.done)
+    pipe.getbit(rk.done, max(plan.batches - 1, 0))
+    pipe.bitcount(rk.pushed)
+    pipe.get(rk.stale)
+    pipe.hgetall(rk.by_consumer)
+    pipe.lrange(rk.dead, 0, -1)
+    committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries = (
+        pipe.execute()
+    )
+    problems: list[str] = []
+    if pushed_bits != plan.batches:
+        problems.append(f"{pushed_bits} batches marked pushed, {plan.batches} planned")
+    resolved = plan.items_in(int(done_bits), bool(last_bit) and plan.batches > 0)
+    committed_n, dead_n = int(committed or 0), int(dead or 0)
+    dead_sum, dead_problems = _dead_sum(dead_entries)
+    return Audit(
+        run_id=plan.run_id,
+        produced=plan.items,
+        committed=committed_n,
+        sum=int(total or 0),
+        expected_sum=expected_sum,
+        lost=plan.items - resolved,
+        duplicated=committed_n + dead_n - resolved,
+        dead_lettered=dead_n,
+        dead_sum=dead_sum,
+        stale_commits=int(stale or 0),
+        by_consumer={k.decode(): int(v) for k, v in by_consumer.items()},
+        problems=problems + dead_problems,
+    )

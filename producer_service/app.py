@@ -1,0 +1,131 @@
+"""One producer run: plan it, push it, wait for the consumers, audit it, report it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+import redis
+
+from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.keys import Keys
+from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
+from exactsum.scripts import Scripts
+from producer_service import report
+from producer_service.progress import ProgressReporter
+from producer_service.pusher import Pusher
+from producer_service.settings import ProducerSettings
+from producer_service.source import FileSource, RandomSource
+
+log = logging.getLogger("producer")
+
+EXIT_USAGE = 2
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def run(settings: ProducerSettings, stop: threading.Event) -> int:
+    keys = Keys(settings.key_prefix)
+    source: FileSource | RandomSource
+    if settings.input is not None:
+        source = FileSource.open(settings.input, settings.batch)
+    else:
+        source = RandomSource(settings.count, settings.min, settings.max, settings.seed,
+                              settings.batch)
+
+    run_id = settings.run_id or new_run_id()
+    plan = RunPlan(run_id, source.items, settings.batch)
+    client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
+    scripts = Scripts.register(client)
+    started = time.monotonic()
+    deadline = started + settings.timeout
+    producer_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    try:
+        retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
+                 stop=stop, deadline=deadline)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    log.info("run %s: %d items in %d batches of up to %d", run_id, plan.items, plan.batches,
+             plan.batch_size)
+
+    pusher = Pusher(client, keys, scripts, run_id, source.batches(), threads=settings.threads,
+                    batch_size=settings.batch, max_queue_items=settings.max_queue, stop=stop,
+                    deadline=deadline)
+    progress = ProgressReporter(
+        make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
+        keys, run_id, plan.items, lambda: pusher.pushed_items,
+        interval=settings.progress_interval,
+    )
+    progress.start()
+    timed_out = False
+    try:
+        pusher.run()
+        expected_sum = (
+            source.expected_sum if isinstance(source, FileSource) else source.generated_sum
+        )
+        if pusher.pushed_items == plan.items:
+            retrying(lambda: set_state(client, keys, run_id, "pushed",
+                                       expected_sum=str(expected_sum)),
+                     "mark pushed", log, stop=stop, deadline=deadline)
+            log.info("run %s: all %d items pushed; waiting for the consumers", run_id,
+                     plan.items)
+            timed_out = not _wait_for_consumers(client, keys, plan, stop, deadline)
+        else:
+            timed_out = True
+    except RetryAborted as exc:
+        log.error("run %s: gave up: %s", run_id, exc)
+        timed_out = True
+        expected_sum = (
+            source.expected_sum if isinstance(source, FileSource) else source.generated_sum
+        )
+    finally:
+        progress.finished.set()
+        progress.join()
+    if stop.is_set():
+        log.warning("run %s: interrupted", run_id)
+    elapsed = time.monotonic() - started
+
+    result = retrying(lambda: audit(client, keys, plan, expected_sum), "audit", log,
+                      deadline=time.monotonic() + 60)
+    status = report.exit_status(result, timed_out)
+    final_state = {0: "verified", 3: "dead-lettered"}.get(status, "unverified")
+    try:
+        retrying(lambda: set_state(client, keys, run_id, final_state),
+                 "record verdict", log, deadline=time.monotonic() + 30)
+        retrying(lambda: expire_run(client, keys, run_id, settings.retention),
+                 "set retention", log, deadline=time.monotonic() + 30)
+    except RetryAborted as exc:
+        log.error("run %s: could not record the verdict: %s", run_id, exc)
+    text = (report.as_json(result, elapsed, timed_out) if settings.json
+            else report.as_text(result, elapsed, timed_out))
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    return status
+
+
+def _wait_for_consumers(
+    client: redis.Redis, keys: Keys, plan: RunPlan, stop: threading.Event, deadline: float
+) -> bool:
+    """Poll until every item is committed or dead-lettered. False on timeout or stop."""
+    pause = 0.005
+    while True:
+        progress = retrying(lambda: read_progress(client, keys, plan.run_id), "read progress",
+                            log, stop=stop, deadline=deadline)
+        if progress.resolved >= plan.items:
+            return True
+        if time.monotonic() >= deadline:
+            log.error("run %s: timed out with %d of %d items resolved", plan.run_id,
+                      progress.resolved, plan.items)
+            return False
+        if stop.wait(pause):
+            return False
+        pause = min(pause * 2, 0.1)

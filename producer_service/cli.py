@@ -1,0 +1,31 @@
+"""``python -m producer_service``: parse options, set up logging and signals, run once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from exactsum.connection import RetryAborted
+from exactsum.logs import setup_logging
+from exactsum.signals import stop_on_signals
+from producer_service.app import EXIT_USAGE, run
+from producer_service.settings import parse_settings
+from producer_service.source import InputError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    setup_logging(settings.log_level, settings.log_format, service="producer",
+                  identity=settings.run_id or "-")
+    stop = threading.Event()
+    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    try:
+        return run(settings, stop)
+    except InputError as exc:
+        sys.stderr.write(f"producer: error: {exc}\n")
+        return EXIT_USAGE
+    except RetryAborted as exc:
+        sys.stderr.write(f"producer: error: {exc}\n")
+        return 1

@@ -1,0 +1,110 @@
+"""The producer's thread pool: draws batches from the source and pushes them onto the queue.
+
+Each push is one call of ``push.lua`` carrying several batches, so a round trip carries thousands
+of items. The script marks each batch pushed in the run's ``pushed`` bitmap, which makes a re-sent
+push (after a lost reply) a no-op, and it stops at the queue's bound, which is the backpressure:
+the thread waits and sends the rest again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from exactsum.connection import retrying
+from exactsum.keys import Keys
+from exactsum.protocol import encode_text
+from exactsum.scripts import Scripts
+from producer_service.source import OutBatch
+
+log = logging.getLogger("producer.pusher")
+
+# Items per push call to aim for: enough that a round trip is a small share of the work, few
+# enough that one script call stays well under a millisecond of Redis time.
+ITEMS_PER_CALL = 8192
+MAX_BATCHES_PER_CALL = 256
+
+
+class Pusher:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: Scripts,
+        run_id: str,
+        batches: Iterator[OutBatch],
+        *,
+        threads: int,
+        batch_size: int,
+        max_queue_items: int,
+        stop: threading.Event,
+        deadline: float,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.run_id = run_id
+        self._batches = batches
+        self.threads = threads
+        self.per_call = max(1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
+        # The queue holds batches, so its bound in elements is the item bound over the batch
+        # size (at least one element, or nothing could ever be pushed).
+        self.bound = max(1, max_queue_items // batch_size) if max_queue_items else 0
+        self.stop = stop
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self.pushed_items = 0
+        self.waits = 0
+
+    def run(self) -> None:
+        """Push everything; re-raise the first error of any thread."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="push") as pool:
+            futures = [pool.submit(self._work) for _ in range(self.threads)]
+            for future in futures:
+                future.result()
+
+    def _draw(self) -> list[OutBatch]:
+        with self._lock:
+            return list(itertools.islice(self._batches, self.per_call))
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            chunk = self._draw()
+            if not chunk:
+                return
+            self._push(chunk)
+
+    def _push(self, chunk: list[OutBatch]) -> None:
+        args: list[bytes | int] = []
+        for batch in chunk:
+            args += [batch.seq, encode_text(self.run_id, batch.seq, batch.count, batch.body)]
+        keys = [self.keys.queue, self.keys.run(self.run_id).pushed]
+        pause = 0.002
+        while chunk:
+            call_args = [self.bound, *args]
+            handled = int(
+                retrying(
+                    lambda: self.scripts.push(keys=keys, args=call_args),  # noqa: B023
+                    "push",
+                    log,
+                    stop=self.stop,
+                    deadline=self.deadline,
+                )
+            )
+            if handled:
+                with self._lock:
+                    self.pushed_items += sum(b.count for b in chunk[:handled])
+                chunk, args = chunk[handled:], args[2 * handled :]
+                pause = 0.002
+                continue
+            # The queue is at its bound: wait for the consumers, as queue.Queue.put() would.
+            with self._lock:
+                self.waits += 1
+            if self.stop.wait(pause):
+                return
+            pause = min(pause * 2, 0.05)

@@ -1,0 +1,84 @@
+"""The producer's settings: a frozen dataclass built from the command line and the environment."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exactsum.options import (
+    EnvParser,
+    int_value,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from exactsum.protocol import RUN_ID_RE
+
+
+def run_id(text: str) -> str:
+    if not RUN_ID_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a run id is 1-64 of A-Z a-z 0-9 _ -")
+    return text
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    redis_url: str
+    key_prefix: str
+    log_level: str
+    log_format: str
+    threads: int
+    batch: int
+    count: int
+    min: int
+    max: int
+    seed: int | None
+    input: str | None
+    max_queue: int
+    run_id: str | None
+    timeout: float
+    retention: int
+    json: bool
+    progress_interval: float
+
+
+def build_parser() -> EnvParser:
+    parser = EnvParser(
+        prog="python -m producer_service",
+        description="Push numbers onto the Redis queue, wait for the consumers, and print a "
+        "verified report. Exit status: 0 exact, 1 not verified (lost, doubled, or timed out), "
+        "2 bad usage or input, 3 nothing lost or doubled but some items dead-lettered.",
+    )
+    parser.add_common_options()
+    add = parser.add_env_option
+    add("--threads", env="PRODUCER_THREADS", default=2, type=positive_int,
+        help="threads pushing batches")
+    add("--batch", env="PRODUCER_BATCH", default=1000, type=positive_int,
+        help="items per queue element")
+    add("--count", env="PRODUCER_COUNT", default=100_000, type=non_negative_int,
+        help="random integers to produce (ignored with --input)")
+    add("--min", env="PRODUCER_MIN", default=1, type=int_value, help="smallest random integer")
+    add("--max", env="PRODUCER_MAX", default=11, type=int_value, help="largest random integer")
+    add("--seed", env="PRODUCER_SEED", default=None, type=int_value,
+        help="seed of the random integers, for a reproducible run")
+    add("--input", env="PRODUCER_INPUT", default=None,
+        help="read one integer per line from FILE instead ('-' is stdin)")
+    add("--max-queue", env="PRODUCER_MAX_QUEUE", default=1_000_000, type=non_negative_int,
+        help="wait while the queue holds this many items (0: unbounded)")
+    add("--run-id", env="PRODUCER_RUN_ID", default=None, type=run_id,
+        help="name of this run (default: a fresh random id)")
+    add("--timeout", env="PRODUCER_TIMEOUT", default=600.0, type=positive_float,
+        help="seconds to wait for the run to finish before reporting it unverified")
+    add("--retention", env="PRODUCER_RETENTION", default=86_400, type=positive_int,
+        help="seconds a finished run's keys are kept")
+    add("--progress-interval", env="PRODUCER_PROGRESS_INTERVAL", default=1.0,
+        type=positive_float, help="seconds between progress reports")
+    parser.add_env_flag("--json", env="PRODUCER_JSON",
+                        help="print the report as one JSON object on the last line of stdout")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
+    args = build_parser().parse_args(argv)
+    return ProducerSettings(**vars(args))
