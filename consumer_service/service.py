@@ -72,6 +72,9 @@ class ConsumerService:
             return 0
         log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s", self.consumer_id,
                  self.settings.threads, self.settings.heartbeat_ttl, self.keys.queue)
+        if self.settings.id_file:
+            with open(self.settings.id_file, "w", encoding="utf-8") as out:
+                out.write(self.consumer_id + "\n")
         self.heartbeat.start()
         self.reclaimer.start()
         for worker in self.workers:

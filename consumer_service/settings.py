@@ -26,6 +26,7 @@ class ConsumerSettings:
     grace: float
     work_cpu_us: float
     work_io_ms: float
+    id_file: str | None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -60,6 +61,8 @@ def build_parser() -> EnvParser:
         help="simulated CPU-bound work per item, in microseconds (holds the GIL)")
     add("--work-io-ms", env="CONSUMER_WORK_IO_MS", default=0.0, type=non_negative_float,
         help="simulated I/O wait per item, in milliseconds (releases the GIL)")
+    add("--id-file", env="CONSUMER_ID_FILE", default=None,
+        help="write this consumer's id to FILE at start (read by the health check)")
     return parser
 
 

@@ -1,0 +1,110 @@
+"""A throwaway ``redis-server`` on a free loopback port, for ``make run``, tests and benchmarks.
+
+It runs with the settings the guarantees assume (``appendonly yes``, ``appendfsync always``,
+``maxmemory-policy noeviction``) in a data directory of its own, so it can be killed with
+SIGKILL and started again on the same port and data, as a crashed Redis would be.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalRedis:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        *,
+        fsync: str = "always",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not on PATH (Debian: apt-get install redis-server)")
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="exactsum-redis-"))
+        self.fsync = fsync
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            self.binary or "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.BusyLoadingError:
+                pass
+            except redis.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}; see "
+                        f"{self.data_dir / 'redis.log'}"
+                    ) from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server on port {self.port} did not answer")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown save, the AOF is all that survives."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
