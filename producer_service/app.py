@@ -59,7 +59,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     pusher = Pusher(client, keys, scripts, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, max_queue_items=settings.max_queue, stop=stop,
-                    deadline=deadline)
+                    deadline=deadline, rate=settings.rate)
     progress = ProgressReporter(
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,

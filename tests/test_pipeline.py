@@ -193,8 +193,8 @@ def test_redis_killed_and_restarted_mid_run(
 def test_foreign_elements_are_dead_lettered_and_the_consumer_keeps_going(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    strangers = [b"hello", b"", b"\x00\xff" * 10, b"pc1|x|0|1|notanumber", b"9" * 100_000,
-                 b"pc1|norun|0|1|5"]
+    strangers = [b"hello", b"", b"\x00\xff" * 10, b"pc1|x|0|1|5|notanumber", b"9" * 100_000,
+                 b"pc1|norun|0|1|1|5"]
     for element in strangers:
         client.lpush(keys.queue, element)
     consumer = services.consumer("--threads", "2")
