@@ -59,7 +59,7 @@ class ConsumerService:
                 self.keys, self.scripts, self.consumer_id, i,
                 block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
-                work_io_ms=settings.work_io_ms,
+                work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
             )
             for i in range(settings.threads)
         ]

@@ -27,6 +27,7 @@ class ConsumerSettings:
     work_cpu_us: float
     work_io_ms: float
     id_file: str | None
+    max_claim: int
 
     @property
     def heartbeat_interval(self) -> float:
@@ -63,6 +64,9 @@ def build_parser() -> EnvParser:
         help="simulated I/O wait per item, in milliseconds (releases the GIL)")
     add("--id-file", env="CONSUMER_ID_FILE", default=None,
         help="write this consumer's id to FILE at start (read by the health check)")
+    add("--max-claim", env="CONSUMER_MAX_CLAIM", default=64, type=positive_int,
+        help="most queue elements a thread claims and commits at once (small batches are "
+        "claimed about 1024 items at a time, large ones one by one); 1: one at a time")
     return parser
 
 

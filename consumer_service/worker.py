@@ -1,10 +1,16 @@
-"""One worker thread: claim a batch into its own in-flight list, process it, commit it.
+"""One worker thread: claim batches into its own in-flight list, process them, commit them.
 
 Each thread has its own in-flight list, so the list is exactly what this thread holds. After any
 error, when a reply may have been lost (a claim that Redis carried out but whose answer never
 came back), and whenever the queue is idle, the thread re-reads its list and finishes what is
 there before it claims more. The commit script answers how many elements are left in the list,
 so a stray element is noticed without an extra round trip.
+
+Small batches are claimed several at a time (``claim.lua``, up to about ``CLAIM_ITEMS`` items and
+at most ``max_claim`` elements) and the batches of one run among them are committed by one call
+of ``commit.lua``, which judges each batch on its own: a round trip, and an fsync of the AOF, is
+then shared by many small batches instead of paid for each. With large batches, or when the
+queue is empty, a thread claims one element at a time with the blocking BLMOVE.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from exactsum.scripts import Scripts
 log = logging.getLogger("consumer.worker")
 
 COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
+# A claim of several elements aims at about this many items.
+CLAIM_ITEMS = 1024
 
 
 def simulate_work(items: int, cpu_us: float, io_ms: float) -> None:
@@ -54,6 +62,7 @@ class Worker(threading.Thread):
         halt: threading.Event,
         work_cpu_us: float = 0.0,
         work_io_ms: float = 0.0,
+        max_claim: int = 64,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -63,7 +72,11 @@ class Worker(threading.Thread):
         self.stop_claiming = stop_claiming
         self.halt = halt
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
+        self.max_claim = max_claim
+        self.claim_size = 1  # elements per claim; adapts to the batch size seen
+        # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
+        self.taken = 0
         self.resync = True
         self.committed_items = 0
         self.busy = False
@@ -73,9 +86,10 @@ class Worker(threading.Thread):
     def _mark_resync(self) -> None:
         self.resync = True
 
-    def _claim(self) -> bytes | None:
+    def _claim(self) -> bool:
+        """Make sure ``pending`` holds something; False when the queue stayed empty."""
         if self.pending:
-            return self.pending.popleft()
+            return True
         if self.resync:
             held = cast(list[bytes], self.client.lrange(self.inflight, 0, -1))
             self.resync = False
@@ -84,7 +98,13 @@ class Worker(threading.Thread):
                 self.pending.extend(reversed(held))
                 log.info("%s: finishing %d elements already in %s", self.name, len(held),
                          self.inflight)
-                return self.pending.popleft()
+                return True
+        if self.claim_size > 1:
+            claimed = cast(list[bytes], self.scripts.claim(
+                keys=[self.keys.queue, self.inflight], args=[self.claim_size]))
+            if claimed:
+                self.pending.extend(claimed)
+                return True
         # Redis takes a fractional timeout; redis-py's stub says int.
         element = cast(bytes | None, self.client.blmove(
             self.keys.queue, self.inflight, self.block_timeout, "RIGHT", "LEFT"  # type: ignore[arg-type]
@@ -92,69 +112,97 @@ class Worker(threading.Thread):
         if element is None:
             # Idle: a good moment to make sure nothing arrived in the list unseen.
             self.resync = True
-        return element
+            return False
+        self.pending.append(element)
+        return True
 
     def run(self) -> None:
         while not self.stop_claiming.is_set():
             try:
-                element = retrying(self._claim, "claim", log, stop=self.stop_claiming,
+                claimed = retrying(self._claim, "claim", log, stop=self.stop_claiming,
                                    on_error=self._mark_resync)
             except RetryAborted:
                 return
-            if element is None:
+            if not claimed:
                 continue
             self.busy = True
+            elements = [self.pending.popleft()
+                        for _ in range(min(len(self.pending), self.max_claim))]
+            self.taken = len(elements)
             try:
-                self.handle(element)
+                self.handle_many(elements)
             except RetryAborted:
-                # Told to stop while Redis was unreachable: the element stays in our list and
-                # the service gives it back on the way out.
+                # Told to stop while Redis was unreachable: the elements stay in our list and
+                # the service gives them back on the way out.
                 return
             finally:
+                self.taken = 0
                 self.busy = False
 
     # -- processing ------------------------------------------------------------------------
 
-    def handle(self, element: bytes) -> None:
-        try:
-            batch = decode(element)
-        except ForeignElement as exc:
-            self._dead_letter_foreign(element, str(exc))
-            return
-        simulate_work(batch.count, self.work_cpu_us, self.work_io_ms)
-        rk = self.keys.run(batch.run_id)
-        status, left = self._call(
-            "commit",
+    def handle_many(self, elements: list[bytes]) -> None:
+        """Process claimed elements, then resolve each: commit, or dead-letter if not ours.
+
+        ``self.taken`` counts those of them not resolved yet (they are still in our list).
+        """
+        by_run: dict[str, list[tuple[bytes, Batch]]] = {}
+        items = 0
+        for element in elements:
+            try:
+                batch = decode(element)
+            except ForeignElement as exc:
+                self._dead_letter_foreign(element, str(exc))
+                continue
+            by_run.setdefault(batch.run_id, []).append((element, batch))
+            items += batch.count
+        if items:
+            self.claim_size = max(1, min(self.max_claim, CLAIM_ITEMS * len(elements) // items))
+        simulate_work(items, self.work_cpu_us, self.work_io_ms)
+        for group in by_run.values():
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[bytes, Batch]]) -> None:
+        rk = self.keys.run(group[0][1].run_id)
+        args: list[bytes | str | int] = [self.consumer_id]
+        for element, batch in group:
+            args += [element, batch.seq, batch.count, batch.total]
+        reply = retrying(
             lambda: self.scripts.commit(
                 keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
                       rk.stale],
-                args=[element, batch.seq, batch.count, batch.total, self.consumer_id],
+                args=args,
             ),
+            "commit", log, stop=self.halt, on_error=self._mark_resync,
         )
-        if status == COUNTED:
-            self.committed_items += batch.count
-        elif status == ALREADY_COUNTED:
-            log.info("%s: batch %s/%d was already counted; not counted again", self.name,
-                     batch.run_id, batch.seq)
-        elif status == FENCED:
-            log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
-                        "holds it now counts it", self.name, batch.run_id, batch.seq)
-        elif status == UNKNOWN_RUN:
-            self._dead_letter_foreign(element, f"run {batch.run_id!r} is unknown or expired")
-            return
-        elif status == OVERFLOW:
-            self._dead_letter_batch(element, batch, "the run's sum would leave signed 64 bits")
-            return
-        self._note_left(left)
-
-    def _call(self, what: str, operation: Callable[[], Any]) -> tuple[int, int]:
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
+        statuses = [int(status) for status in reply[:-1]]
+        # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
+        self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
+        self._note_left(int(reply[-1]))
+        for (element, batch), status in zip(group, statuses, strict=True):
+            if status == COUNTED:
+                self.committed_items += batch.count
+            elif status == ALREADY_COUNTED:
+                log.info("%s: batch %s/%d was already counted; not counted again", self.name,
+                         batch.run_id, batch.seq)
+            elif status == FENCED:
+                log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
+                            "holds it now counts it", self.name, batch.run_id, batch.seq)
+            elif status == UNKNOWN_RUN:
+                self._dead_letter_foreign(element, f"run {batch.run_id!r} is unknown or expired")
+            elif status == OVERFLOW:
+                self._dead_letter_batch(element, batch,
+                                        "the run's sum would leave signed 64 bits")
+
+    def _call(self, what: str, operation: Callable[[], Any]) -> tuple[int, int]:
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
         return int(reply[0]), int(reply[1])
 
     def _note_left(self, left: int) -> None:
-        if left > len(self.pending):
+        """``left`` elements remain in our list; more than we know of means a lost claim."""
+        if left > len(self.pending) + self.taken:
             self.resync = True
             self.pending.clear()
 
@@ -172,6 +220,7 @@ class Worker(threading.Thread):
                 keys=[self.inflight, self.keys.dead], args=[element, entry]
             ),
         )
+        self.taken -= 1
         if status == 1:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
@@ -186,8 +235,8 @@ class Worker(threading.Thread):
                 args=[element, batch.seq, batch.count, self._entry(element, reason)],
             ),
         )
+        self.taken -= 1
         if status == 1:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
         self._note_left(left)
-
