@@ -28,6 +28,7 @@ class ConsumerSettings:
     work_io_ms: float
     id_file: str | None
     max_claim: int
+    stats_file: str | None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -67,6 +68,9 @@ def build_parser() -> EnvParser:
     add("--max-claim", env="CONSUMER_MAX_CLAIM", default=64, type=positive_int,
         help="most queue elements a thread claims and commits at once (small batches are "
         "claimed about 1024 items at a time, large ones one by one); 1: one at a time")
+    add("--stats-file", env="CONSUMER_STATS_FILE", default=None,
+        help="at exit, write to FILE a JSON summary: items committed and push-to-commit "
+        "latency percentiles (for benchmarks)")
     return parser
 
 

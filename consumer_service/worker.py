@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import redis
 
+from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys
 from exactsum.protocol import Batch, ForeignElement, decode
@@ -80,6 +81,7 @@ class Worker(threading.Thread):
         self.resync = True
         self.committed_items = 0
         self.busy = False
+        self.latency = LatencyHistogram()
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class Worker(threading.Thread):
         )
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
+        now_us = time.time_ns() // 1000
         statuses = [int(status) for status in reply[:-1]]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
         self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
@@ -184,6 +187,7 @@ class Worker(threading.Thread):
         for (element, batch), status in zip(group, statuses, strict=True):
             if status == COUNTED:
                 self.committed_items += batch.count
+                self.latency.record(now_us - batch.pushed_us, batch.count)
             elif status == ALREADY_COUNTED:
                 log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                          batch.run_id, batch.seq)
