@@ -83,6 +83,25 @@ class LatencyHistogram:
                 return min(bucket_upper_us(index), float(self.max_us))
         return float(self.max_us)
 
+    def sparse(self) -> dict[str, int]:
+        """The non-empty buckets, ``{index: items}``, so that summaries can be merged exactly."""
+        return {str(i): n for i, n in enumerate(self.counts) if n}
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> LatencyHistogram:
+        """Rebuild a histogram from :meth:`summary` (percentiles of several files are merged so)."""
+        out = cls()
+        for index, n in summary.get("buckets", {}).items():
+            out.counts[int(index)] += int(n)
+        out.items = int(summary.get("items", 0))
+        out.batches = int(summary.get("batches", 0))
+        mean = summary.get("mean_ms")
+        out.total_us = round(mean * 1000 * out.items) if mean is not None else 0
+        max_ms = summary.get("max_ms")
+        out.max_us = round(max_ms * 1000) if max_ms is not None else 0
+        out.negative = int(summary.get("clock_skew_batches", 0))
+        return out
+
     def summary(self) -> dict[str, Any]:
         def ms(us: float | None) -> float | None:
             return None if us is None else round(us / 1000, 3)
@@ -97,6 +116,7 @@ class LatencyHistogram:
             "p999_ms": ms(self.percentile_us(0.999)),
             "max_ms": ms(float(self.max_us)) if self.items else None,
             "clock_skew_batches": self.negative,
+            "buckets": self.sparse(),
         }
 
 

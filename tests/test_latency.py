@@ -41,6 +41,8 @@ def test_merge_and_clock_skew() -> None:
     assert merged.items == 4 and merged.batches == 2
     assert merged.summary()["clock_skew_batches"] == 1
     assert LatencyHistogram().summary()["p99_ms"] is None
+    again = LatencyHistogram.from_summary(merged.summary())
+    assert again.summary() == merged.summary()
 
 
 @pytest.mark.timeout(60)
@@ -58,3 +60,22 @@ def test_consumer_writes_its_stats_file_at_exit(services: Services, tmp_path: Pa
     latency = record["latency"]
     assert latency["items"] == 3000 and latency["batches"] == 300
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"] < 30_000
+
+
+@pytest.mark.timeout(60)
+def test_a_paced_run_keeps_its_rate_with_one_item_per_batch(
+    services: Services, tmp_path: Path
+) -> None:
+    """--rate with --batch 1 pushes several due batches per call when it falls behind."""
+    stats = tmp_path / "stats.json"
+    consumer = services.consumer("--threads", "2", "--stats-file", str(stats))
+    services.consumer_id(consumer)
+    producer = services.producer("--count", "6000", "--batch", "1", "--rate", "4000",
+                                 "--threads", "1")
+    assert producer.wait(timeout=30) == 0
+    report = producer.report()
+    assert_exact(report, 6000)
+    assert 1.4 <= report["elapsed_s"] <= 5.0, report  # 1.5 s at the rate, plus the last commit
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(timeout=15) == 0
+    assert json.loads(stats.read_text())["latency"]["items"] == 6000
