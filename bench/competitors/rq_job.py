@@ -1,0 +1,55 @@
+"""RQ: one job per number, run by RQ's SimpleWorker (in-process) or its default forking Worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+
+from bench import procs
+from bench.competitors import common
+
+QUEUE = "bench"
+ENQUEUE_CHUNK = 1000
+
+
+def start_workers(worker_class: str, processes: int) -> Any:
+    def start(url: str, workdir: Path) -> list[procs.Proc]:
+        return [
+            procs.Proc(f"rq-{i}", [procs.PYTHON, "-m", "rq.cli", "worker", "--url", url,
+                                   "--worker-class", worker_class, "--quiet", QUEUE],
+                       common.env(url), workdir)
+            for i in range(processes)
+        ]
+    return start
+
+
+def _enqueue_calls(url: str, func: Any, args_list: list[tuple[int, ...]]) -> None:
+    conn = redis.Redis.from_url(url)
+    queue = Queue(QUEUE, connection=conn)
+    for start in range(0, len(args_list), ENQUEUE_CHUNK):
+        chunk = args_list[start : start + ENQUEUE_CHUNK]
+        # enqueue_many sends a chunk of jobs in one pipeline: RQ's fastest way in.
+        with conn.pipeline() as pipe:
+            queue.enqueue_many([Queue.prepare_data(func, args=a) for a in chunk], pipeline=pipe)
+            pipe.execute()
+
+
+def enqueue_warm(url: str, jobs: int) -> None:
+    _enqueue_calls(url, common.warm, [() for _ in range(jobs)])
+
+
+def enqueue(url: str, values: list[int]) -> None:
+    _enqueue_calls(url, common.add, [(v,) for v in values])
+
+
+def run(count: int, workdir: Path, *, simple: bool, processes: int = 2,
+        **kwargs: Any) -> dict[str, Any]:
+    worker_class = "rq.worker.SimpleWorker" if simple else "rq.worker.Worker"
+    name = "rq-simple" if simple else "rq-fork"
+    config = {"worker_class": worker_class, "processes": processes}
+    return common.measure(name, config, count, workdir,
+                          start_workers(worker_class, processes), enqueue_warm, enqueue,
+                          **kwargs)
