@@ -54,9 +54,13 @@ def _env(url: str) -> dict[str, str]:
 
 
 def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
-        timeout: float = 300.0) -> dict[str, Any]:
+        timeout: float = 300.0, profile: bool = False) -> dict[str, Any]:
+    """One run; with ``profile``, py-spy samples the producer and the first consumer into
+    ``workdir/*.pyspy.txt`` (collapsed stacks; see bench/profile.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"kind": "ours", "config": asdict(cfg), "label": cfg.label()}
+    label = cfg.label() + ("" if fsync == server.DEFAULT_FSYNC else f", appendfsync {fsync}")
+    result: dict[str, Any] = {"kind": "ours", "config": asdict(cfg), "label": label,
+                              "fsync": fsync}
     redis_server = server.start(fsync)
     consumers: list[procs.Proc] = []
     try:
@@ -74,6 +78,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
                 args += ["--max-claim", str(cfg.max_claim)]
             consumers.append(procs.Proc(f"consumer{i}", args, env, workdir))
         _wait_registered(client, cfg.consumers, consumers)
+        spies = [_py_spy(consumers[0], workdir, env)] if profile else []
         cpu_redis_before = server.cpu_seconds(client)
         producer_args = [procs.PYTHON, "-m", "producer_service", "--json",
                          "--count", str(cfg.items), "--batch", str(cfg.batch),
@@ -82,6 +87,8 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         if cfg.rate:
             producer_args += ["--rate", str(cfg.rate)]
         producer = procs.Proc("producer", producer_args, env, workdir, stdout=True)
+        if profile:
+            spies.append(_py_spy(producer, workdir, env))
         sampler = None
         if cfg.sample_rss:
             pids = {"producer": producer.pid} | {c.name: c.pid for c in consumers}
@@ -103,6 +110,8 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         result["redis_commands"] = server.command_stats(client)
         for consumer in consumers:
             consumer.stop(timeout=20)
+        for spy in spies:
+            spy.wait(timeout=30)
         latency = LatencyHistogram.merged(
             LatencyHistogram.from_summary(json.loads(path.read_text())["latency"])
             for path in stats_files if path.exists()
@@ -128,6 +137,14 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         for consumer in consumers:
             consumer.stop(timeout=5)
         redis_server.close()
+
+
+def _py_spy(target: procs.Proc, workdir: Path, env: dict[str, str]) -> procs.Proc:
+    """py-spy (the bench extra) recording ``target`` until it exits."""
+    return procs.Proc(f"{target.name}-py-spy",
+                      [procs.tool("py-spy") or "py-spy", "record", "--format", "raw",
+                       "--rate", "250", "--gil", "--pid", str(target.pid), "--output",
+                       str(workdir / f"{target.name}.pyspy.txt")], env, workdir)
 
 
 def _wait_registered(client: Any, count: int, consumers: list[procs.Proc]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,12 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON = sys.executable
+
+
+def tool(name: str) -> str | None:
+    """A command installed beside this Python (the venv's bin), else on PATH."""
+    beside = Path(PYTHON).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
 
 
 def rss_mb(pid: int) -> float | None:

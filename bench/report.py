@@ -175,7 +175,8 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
                 "| batch | achieved items/s | p50 | p90 | p99 | p99.9 | max | exact |",
                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for x in latency:
-            out.append(f"| {x['params']['batch']} | {_rate(x['items_per_s'])} | "
+            fsync_note = f" (appendfsync {x['params']['fsync']})" if "fsync" in x["params"] else ""
+            out.append(f"| {x['params']['batch']}{fsync_note} | {_rate(x['items_per_s'])} | "
                        f"{x.get('latency_p50_ms')} | {x.get('latency_p90_ms')} | "
                        f"{x.get('latency_p99_ms')} | {x.get('latency_p999_ms')} | "
                        f"{x.get('latency_max_ms')} | {_exact(x)} |")
