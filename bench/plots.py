@@ -37,7 +37,7 @@ def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
             if s["group"] == "redis" and s.get("lpush_per_s"):
                 ax.axhline(s["lpush_per_s"], color="black", ls=":",
                            label=f"redis-benchmark LPUSH, pipeline {s['params']['pipeline']}")
-        ax.axhline(1_000_000, color="grey", lw=0.8)
+        ax.axhline(1_000_000, color="grey", lw=0.8, label="target: 1,000,000 items/s")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("items per queue element (--batch)")
@@ -88,7 +88,9 @@ def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
                     else f"{p['work_io_ms']:g} ms wait per item")
             ax.set_title(f"{title} ({what})")
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("workers")
+            ax.set_xticks([1, 2, 4, 16])
+            ax.set_xticklabels(["1", "2", "4", "16"])
+            ax.set_xlabel("workers (threads or processes)")
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
