@@ -17,6 +17,7 @@ import time
 import uuid
 from functools import partial
 
+from consumer_service.failures import FailureInjector
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
@@ -60,6 +61,8 @@ class ConsumerService:
                 block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
                 work_io_ms=settings.work_io_ms,
+                failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
+                max_attempts=settings.max_attempts,
             )
             for i in range(settings.threads)
         ]

@@ -116,6 +116,7 @@ class Audit:
     duplicated: int
     dead_lettered: int
     dead_sum: int
+    dropped: int
     stale_commits: int
     by_consumer: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -150,16 +151,19 @@ class Audit:
         return out
 
 
-def _dead_sum(entries: list[bytes]) -> tuple[int, list[str]]:
-    """The exact sum of the dead-lettered batches, re-read from the entries themselves."""
-    total, problems = 0, []
+def _dead_totals(entries: list[bytes]) -> tuple[int, int, list[str]]:
+    """Items and exact sum of dead-lettered batches, re-read from the entries themselves."""
+    items = total = 0
+    problems = []
     for raw in entries:
         try:
-            entry = json.loads(raw)
-            total += decode(base64.b64decode(entry["element_b64"])).total
+            batch = decode(base64.b64decode(json.loads(raw)["element_b64"]))
         except (ValueError, KeyError, ForeignElement) as exc:
             problems.append(f"unreadable dead-letter entry: {exc}")
-    return total, problems
+            continue
+        items += batch.count
+        total += batch.total
+    return items, total, problems
 
 
 def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> Audit:
@@ -181,15 +185,16 @@ def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> 
     pipe.get(rk.stale)
     pipe.hgetall(rk.by_consumer)
     pipe.lrange(rk.dead, 0, -1)
-    committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries = (
-        pipe.execute()
-    )
+    pipe.lrange(rk.dropped, 0, -1)
+    (committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries,
+     dropped_entries) = pipe.execute()
     problems: list[str] = []
     if pushed_bits != plan.batches:
         problems.append(f"{pushed_bits} batches marked pushed, {plan.batches} planned")
     resolved = plan.items_in(int(done_bits), bool(last_bit) and plan.batches > 0)
     committed_n, dead_n = int(committed or 0), int(dead or 0)
-    dead_sum, dead_problems = _dead_sum(dead_entries)
+    _, dead_sum, dead_problems = _dead_totals(dead_entries + dropped_entries)
+    dropped_items, _, _ = _dead_totals(dropped_entries)
     return Audit(
         run_id=plan.run_id,
         produced=plan.items,
@@ -200,6 +205,7 @@ def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> 
         duplicated=committed_n + dead_n - resolved,
         dead_lettered=dead_n,
         dead_sum=dead_sum,
+        dropped=dropped_items,
         stale_commits=int(stale or 0),
         by_consumer={k.decode(): int(v) for k, v in by_consumer.items()},
         problems=problems + dead_problems,
