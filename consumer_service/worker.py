@@ -57,6 +57,7 @@ class Worker(threading.Thread):
         work_io_ms: float = 0.0,
         failures: FailureInjector | None = None,
         max_attempts: int = 3,
+        on_fatal: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -68,6 +69,8 @@ class Worker(threading.Thread):
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
         self.failures = failures or FailureInjector()
         self.max_attempts = max_attempts
+        self.on_fatal = on_fatal
+        self.error: BaseException | None = None
         self.pending: deque[bytes] = deque()
         self.resync = True
         self.committed_items = 0
@@ -100,6 +103,16 @@ class Worker(threading.Thread):
         return element
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # A worker that dies leaves its claims in its list for the reclaimer, but a service
+            # with a dead worker must not go on looking healthy: tell the service to stop.
+            self.error = exc
+            log.exception("%s: stopped by an error it cannot retry", self.name)
+            self.on_fatal()
+
+    def _loop(self) -> None:
         while not self.stop_claiming.is_set():
             try:
                 element = retrying(self._claim, "claim", log, stop=self.stop_claiming,

@@ -32,6 +32,8 @@ class LocalRedis:
         *,
         fsync: str = "always",
         extra_args: list[str] | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
@@ -41,6 +43,7 @@ class LocalRedis:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="exactsum-redis-"))
         self.fsync = fsync
         self.extra_args = extra_args or []
+        self.username, self.password = username, password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +51,8 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                           username=self.username, password=self.password)
 
     def start(self, timeout: float = 10.0) -> None:
         args = [

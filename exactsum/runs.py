@@ -12,10 +12,11 @@ import base64
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import redis
 
-from exactsum.keys import Keys, RunKeys
+from exactsum.keys import RUN_KEY_SUFFIXES, Keys, RunKeys
 from exactsum.protocol import ForeignElement, decode
 
 
@@ -75,13 +76,45 @@ def set_state(
     client.hset(keys.run(run_id).meta, mapping=mapping)  # type: ignore[arg-type]
 
 
+FINAL_STATES = frozenset({"verified", "unverified", "dead-lettered"})
+# Each side expires the keys it writes, so neither needs write access to the other's keys
+# (with the ACL users of exactsum.acl, the producer cannot touch a sum, not even its TTL).
+PRODUCER_WRITES = ("meta", "pushed")
+
+
 def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -> None:
-    """Let a finished run's keys go after ``retention_s`` seconds, so Redis memory comes back."""
+    """The producer's part of retention: its own keys go after ``retention_s`` seconds. The
+    consumers expire the rest when they see the run finished (:func:`expire_finished_runs`)."""
+    rk = keys.run(run_id)
     pipe = client.pipeline(transaction=False)
-    for key in keys.run(run_id).all():
-        pipe.expire(key, retention_s)
-    pipe.zremrangebyscore(keys.runs, 0, int((time.time() - retention_s) * 1000))
+    for name in PRODUCER_WRITES:
+        pipe.expire(getattr(rk, name), retention_s)
     pipe.execute()
+
+
+def expire_finished_runs(client: redis.Redis, keys: Keys) -> int:
+    """The consumers' part of retention: give the keys they wrote for each finished run the
+    run's retention time (only where no expiry is set yet), and forget runs whose meta is gone.
+    Returns the number of runs forgotten."""
+    run_ids = [r.decode() for r in cast(list[bytes], client.zrange(keys.runs, 0, -1))]
+    if not run_ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipe.hmget(keys.run(run_id).meta, ["state", "retention_s"])
+    metas = pipe.execute()
+    gone = [run_id for run_id, (state, _) in zip(run_ids, metas, strict=True) if state is None]
+    for run_id, (state, retention) in zip(run_ids, metas, strict=True):
+        if state is None or state.decode() not in FINAL_STATES or retention is None:
+            continue
+        rk = keys.run(run_id)
+        for name in RUN_KEY_SUFFIXES:
+            if name not in PRODUCER_WRITES:
+                pipe.expire(getattr(rk, name), int(retention), nx=True)
+    if gone:
+        pipe.zrem(keys.runs, *gone)
+    pipe.execute()
+    return len(gone)
 
 
 @dataclass(frozen=True)

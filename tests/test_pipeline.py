@@ -238,3 +238,18 @@ def test_timeout_without_consumers_reports_unverified(services: Services) -> Non
     report = producer.report()
     assert report["timed_out"] is True and report["exact"] is False
     assert report["lost"] == 1000 and report["committed"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_finished_runs_expire_after_their_retention(
+    services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path, total = numbers_file(tmp_path, 5_000)
+    services.consumer("--reclaim-interval", "0.2")
+    report = finish(services.producer("--input", str(path), "--retention", "2"))
+    assert_exact(report, 5_000)
+    assert report["sum"] == total
+    run_keys = f"{keys.prefix}:run:{report['run_id']}:*"
+    assert list(client.scan_iter(match=run_keys))
+    wait_until(lambda: not list(client.scan_iter(match=run_keys)), 15, "the run's keys to expire")
+    wait_until(lambda: client.zcard(keys.runs) == 0, 10, "the run to leave pc:runs")
