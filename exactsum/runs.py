@@ -48,13 +48,16 @@ class RunPlan:
 def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) -> None:
     """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
 
+    ``producer`` must be unique to this producer process: a call re-sent after a lost reply
+    finds its own name in the meta and goes on, where another producer's run is refused.
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state`.
     """
     rk = keys.run(plan.run_id)
     now_ms = int(time.time() * 1000)
-    created = client.hsetnx(rk.meta, "items", plan.items)
-    if not created:
+    if not client.hsetnx(rk.meta, "producer", producer) and (
+        client.hget(rk.meta, "producer") != producer.encode()
+    ):
         raise ValueError(f"run id {plan.run_id!r} already exists; pick another --run-id")
     client.hset(
         rk.meta,
@@ -62,8 +65,8 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) ->
             "batch_size": plan.batch_size,
             "batches": plan.batches,
             "state": "pushing",
+            "items": plan.items,
             "started_ms": now_ms,
-            "producer": producer,
         },
     )
     client.zadd(keys.runs, {plan.run_id: now_ms})

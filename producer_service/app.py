@@ -46,7 +46,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     scripts = Scripts.register(client)
     started = time.monotonic()
     deadline = started + settings.timeout
-    producer_name = f"{socket.gethostname()}:{os.getpid()}"
+    producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
