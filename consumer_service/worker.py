@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import redis
 
+from consumer_service.failures import FailureInjector
 from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys
@@ -64,6 +65,9 @@ class Worker(threading.Thread):
         work_cpu_us: float = 0.0,
         work_io_ms: float = 0.0,
         max_claim: int = 64,
+        failures: FailureInjector | None = None,
+        max_attempts: int = 3,
+        on_fatal: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -75,6 +79,10 @@ class Worker(threading.Thread):
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
         self.max_claim = max_claim
         self.claim_size = 1  # elements per claim; adapts to the batch size seen
+        self.failures = failures or FailureInjector()
+        self.max_attempts = max_attempts
+        self.on_fatal = on_fatal
+        self.error: BaseException | None = None
         # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
         self.taken = 0
@@ -119,6 +127,16 @@ class Worker(threading.Thread):
         return True
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # A worker that dies leaves its claims in its list for the reclaimer, but a service
+            # with a dead worker must not go on looking healthy: tell the service to stop.
+            self.error = exc
+            log.exception("%s: stopped by an error it cannot retry", self.name)
+            self.on_fatal()
+
+    def _loop(self) -> None:
         while not self.stop_claiming.is_set():
             try:
                 claimed = retrying(self._claim, "claim", log, stop=self.stop_claiming,
@@ -130,7 +148,6 @@ class Worker(threading.Thread):
             self.busy = True
             elements = [self.pending.popleft()
                         for _ in range(min(len(self.pending), self.max_claim))]
-            self.taken = len(elements)
             try:
                 self.handle_many(elements)
             except RetryAborted:
@@ -138,17 +155,27 @@ class Worker(threading.Thread):
                 # the service gives them back on the way out.
                 return
             finally:
-                self.taken = 0
                 self.busy = False
 
     # -- processing ------------------------------------------------------------------------
 
+    def handle(self, element: bytes) -> None:
+        """Process and resolve one claimed element."""
+        self.handle_many([element])
+
     def handle_many(self, elements: list[bytes]) -> None:
-        """Process claimed elements, then resolve each: commit, or dead-letter if not ours.
+        """Process claimed elements, then resolve each: commit, retry, or dead-letter.
 
         ``self.taken`` counts those of them not resolved yet (they are still in our list).
         """
-        by_run: dict[str, list[tuple[bytes, Batch]]] = {}
+        self.taken = len(elements)
+        try:
+            self._handle_many(elements)
+        finally:
+            self.taken = 0
+
+    def _handle_many(self, elements: list[bytes]) -> None:
+        batches: list[tuple[bytes, Batch]] = []
         items = 0
         for element in elements:
             try:
@@ -156,11 +183,19 @@ class Worker(threading.Thread):
             except ForeignElement as exc:
                 self._dead_letter_foreign(element, str(exc))
                 continue
-            by_run.setdefault(batch.run_id, []).append((element, batch))
+            batches.append((element, batch))
             items += batch.count
         if items:
             self.claim_size = max(1, min(self.max_claim, CLAIM_ITEMS * len(elements) // items))
         simulate_work(items, self.work_cpu_us, self.work_io_ms)
+        by_run: dict[str, list[tuple[bytes, Batch]]] = {}
+        for element, batch in batches:
+            if self.failures.active:
+                reasons = self.failures.failures(batch)
+                if reasons:
+                    self._failed(element, batch, reasons)
+                    continue
+            by_run.setdefault(batch.run_id, []).append((element, batch))
         for group in by_run.values():
             self._commit(group)
 
@@ -169,6 +204,8 @@ class Worker(threading.Thread):
         args: list[bytes | str | int] = [self.consumer_id]
         for element, batch in group:
             args += [element, batch.seq, batch.count, batch.total]
+        # A commit keeps retrying through a shutdown (it may still count within the grace);
+        # only ``halt``, at the end of the grace, gives up on it.
         reply = retrying(
             lambda: self.scripts.commit(
                 keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
@@ -177,8 +214,6 @@ class Worker(threading.Thread):
             ),
             "commit", log, stop=self.halt, on_error=self._mark_resync,
         )
-        # A commit keeps retrying through a shutdown (it may still count within the grace);
-        # only ``halt``, at the end of the grace, gives up on it.
         now_us = time.time_ns() // 1000
         statuses = [int(status) for status in reply[:-1]]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
@@ -202,7 +237,31 @@ class Worker(threading.Thread):
 
     def _call(self, what: str, operation: Callable[[], Any]) -> tuple[int, int]:
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
-        return int(reply[0]), int(reply[1])
+        return int(reply[0]), int(reply[-1])
+
+    def _failed(self, element: bytes, batch: Batch, reasons: list[str]) -> None:
+        """Processing failed: another attempt, or dead letters once attempts are used up."""
+        rk = self.keys.run(batch.run_id)
+        reply = retrying(
+            lambda: self.scripts.retry(
+                keys=[self.inflight, self.keys.queue, rk.attempts, rk.done],
+                args=[element, batch.seq, self.max_attempts],
+            ),
+            "retry", log, stop=self.halt, on_error=self._mark_resync,
+        )
+        status, attempts, left = (int(x) for x in reply)
+        summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5
+                                             else "")
+        if status == 2:
+            # Still in our list: the dead-letter call resolves it.
+            self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
+                                    attempts=attempts)
+            return
+        self.taken -= 1
+        if status == 1:
+            log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
+                        batch.run_id, batch.seq, attempts, self.max_attempts, summary)
+        self._note_left(left)
 
     def _note_left(self, left: int) -> None:
         """``left`` elements remain in our list; more than we know of means a lost claim."""
@@ -210,9 +269,9 @@ class Worker(threading.Thread):
             self.resync = True
             self.pending.clear()
 
-    def _entry(self, element: bytes, reason: str) -> str:
+    def _entry(self, element: bytes, reason: str, **facts: object) -> str:
         return json.dumps(
-            {"reason": reason, "consumer": self.consumer_id, "at": time.time(),
+            {"reason": reason, **facts, "consumer": self.consumer_id, "at": time.time(),
              "element_b64": base64.b64encode(element).decode()}
         )
 
@@ -230,13 +289,16 @@ class Worker(threading.Thread):
                         self.name, len(element), reason)
         self._note_left(left)
 
-    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str) -> None:
+    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str,
+                           attempts: int = 1) -> None:
         rk = self.keys.run(batch.run_id)
+        entry = self._entry(element, reason, run=batch.run_id, seq=batch.seq, items=batch.count,
+                            attempts=attempts)
         status, left = self._call(
             "dead-letter",
             lambda: self.scripts.dead_letter(
                 keys=[self.inflight, rk.done, rk.dead, rk.dead_items],
-                args=[element, batch.seq, batch.count, self._entry(element, reason)],
+                args=[element, batch.seq, batch.count, entry],
             ),
         )
         self.taken -= 1

@@ -46,7 +46,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     scripts = Scripts.register(client)
     started = time.monotonic()
     deadline = started + settings.timeout
-    producer_name = f"{socket.gethostname()}:{os.getpid()}"
+    producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
@@ -99,7 +99,8 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     status = report.exit_status(result, timed_out)
     final_state = {0: "verified", 3: "dead-lettered"}.get(status, "unverified")
     try:
-        retrying(lambda: set_state(client, keys, run_id, final_state),
+        retrying(lambda: set_state(client, keys, run_id, final_state,
+                                   retention_s=settings.retention),
                  "record verdict", log, deadline=time.monotonic() + 30)
         retrying(lambda: expire_run(client, keys, run_id, settings.retention),
                  "set retention", log, deadline=time.monotonic() + 30)
