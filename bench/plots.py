@@ -57,7 +57,7 @@ def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
                 pts = sorted((s["params"]["consumers"], s["items_per_s"] or 0)
                              for s in rows if s["params"]["threads"] == threads)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-",
-                        label=f"{threads} threads each")
+                        label=f"{threads} thread{'s' if threads > 1 else ''} each")
             ax.set_xticks([1, 2, 4])
             ax.set_xlabel("consumer processes")
             ax.set_title(f"batch {size}")
@@ -97,20 +97,21 @@ def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
         axes[0].set_ylabel("items/s")
         written.append(_save(fig, outdir / "work.png"))
 
-    memory = next((s for s in summaries if s["group"] == "memory" and s.get("rss_samples")),
-                  None)
-    if memory:
-        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=90)
-        samples = memory["rss_samples"]
-        for name in sorted({n for _, row in samples for n in row}):
-            pts = [(t, row[name]) for t, row in samples if name in row]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
-        ax.set_xlabel("seconds into the run")
-        ax.set_ylabel("RSS, MiB")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"Memory over {memory['label']}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+    memories = [s for s in summaries if s["group"] == "memory" and s.get("rss_samples")]
+    if memories:
+        fig, axes = plt.subplots(1, len(memories), figsize=(7, 3.2), dpi=90, squeeze=False)
+        for ax, memory in zip(axes[0], memories, strict=True):
+            samples = memory["rss_samples"]
+            for name in sorted({n for _, row in samples for n in row}):
+                pts = [(t, row[name]) for t, row in samples if name in row]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
+            ax.set_xlabel("seconds into the run")
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"10M items, batch {memory['params']['batch']}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[0][0].set_ylabel("RSS, MiB")
+        fig.suptitle("Memory over a run (2 consumers x 4 threads)")
         written.append(_save(fig, outdir / "memory.png"))
     return written
 

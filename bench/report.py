@@ -98,10 +98,10 @@ def targets(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                      f"; p50 {lat['latency_p50_ms']:g} ms) at "
                                      f"{_rate(lat['items_per_s'])} items/s",
                          "met": lat["latency_p99_ms"] <= TARGET_P99_MS and lat["exact"]})
-    mem = s.get("memory-10M-batch1000")
-    if mem and mem.get("rss"):
+    for mem in (x for x in summaries if x["group"] == "memory" and x.get("rss")):
         growth = max(v["growth_mb"] for v in mem["rss"].values())
-        rows.append({"target": "producer and consumer RSS flat over 10,000,000 items",
+        rows.append({"target": "producer and consumer RSS flat over 10,000,000 items "
+                               f"(batch {mem['params']['batch']})",
                      "measured": "growth after start-up at most "
                                  f"{growth:g} MiB (" + ", ".join(
                                      f"{k} {v['early_mb']:g}->{v['end_mb']:g} MiB"
@@ -181,10 +181,9 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
                        f"{x.get('latency_p99_ms')} | {x.get('latency_p999_ms')} | "
                        f"{x.get('latency_max_ms')} | {_exact(x)} |")
 
-    mem = s.get("memory-10M-batch1000")
-    if mem and mem.get("rss"):
-        out += ["", f"## Memory over {mem['params'].get('items', '10,000,000')} items "
-                f"(batch 1000, {_rate(mem['items_per_s'])} items/s, RSS in MiB)", "",
+    for mem in (x for x in summaries if x["group"] == "memory" and x.get("rss")):
+        out += ["", f"## Memory over {_rate(mem['items'])} items (batch {mem['params']['batch']}, "
+                f"{_rate(mem['items_per_s'])} items/s, RSS in MiB)", "",
                 "| process | early | peak | end | growth |", "| --- | ---: | ---: | ---: | ---: |"]
         for proc, v in mem["rss"].items():
             out.append(f"| {proc} | {v['early_mb']} | {v['peak_mb']} | {v['end_mb']} | "
