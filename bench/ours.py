@@ -63,6 +63,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
                               "fsync": fsync}
     redis_server = server.start(fsync)
     consumers: list[procs.Proc] = []
+    producer: procs.Proc | None = None
     try:
         env = _env(redis_server.url)
         client = redis_server.client()
@@ -134,8 +135,8 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
             result["error"] = f"producer exit {status}: {producer.stderr_tail()}"
         return result
     finally:
-        for consumer in consumers:
-            consumer.stop(timeout=5)
+        for proc in [*consumers, *([producer] if producer else [])]:
+            proc.stop(timeout=5)
         redis_server.close()
 
 

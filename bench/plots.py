@@ -8,7 +8,7 @@ from typing import Any
 # Colours of the figures: ours first, then the other queues and the server's ceiling.
 OURS = "#1f77b4"
 OTHERS = {"rq-simple": "#d62728", "rq-fork": "#ff9896", "dramatiq": "#2ca02c",
-          "celery": "#9467bd"}
+          "celery": "#9467bd", "rq-simple-1000-per-job": "#8c564b"}
 
 
 def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
@@ -32,8 +32,10 @@ def write(outdir: Path, summaries: list[dict[str, Any]]) -> list[Path]:
                 label="exactsum (2 consumers x 4 threads)")
         for s in summaries:
             if s["group"] == "competitors" and s["items_per_s"]:
+                per = s["params"].get("numbers_per_job", 1)
+                what = "one task per item" if per == 1 else f"{per} items per task"
                 ax.axhline(s["items_per_s"], color=OTHERS.get(s["name"], "grey"), ls="--",
-                           label=f"{s['name']} (one task per item)")
+                           label=f"{s['name']} ({what})")
             if s["group"] == "redis" and s.get("lpush_per_s"):
                 ax.axhline(s["lpush_per_s"], color="black", ls=":",
                            label=f"redis-benchmark LPUSH, pipeline {s['params']['pipeline']}")

@@ -179,6 +179,11 @@ def full(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
     exps += [
         Experiment("competitors", "rq-simple", {"worker": "SimpleWorker", "processes": 2},
                    _competitor("rq_job", _scaled(1500, s, 20), simple=True), reps),
+        # What batching by hand buys RQ: each job adds a list of 1000 numbers.
+        Experiment("competitors", "rq-simple-1000-per-job",
+                   {"worker": "SimpleWorker", "processes": 2, "numbers_per_job": 1000},
+                   _competitor("rq_job", _scaled(300_000, s, 2000), simple=True,
+                               per_job=1000), reps),
         Experiment("competitors", "rq-fork", {"worker": "Worker (fork per job)",
                                               "processes": 2},
                    _competitor("rq_job", _scaled(200, s, 10), simple=False), reps),

@@ -44,6 +44,14 @@ def add(value: int) -> None:
     pipe.execute()
 
 
+def add_many(values: list[int]) -> None:
+    """The batched job: add a list of numbers and count each one, in one round trip."""
+    pipe = client().pipeline(transaction=True)
+    pipe.incrby(SUM_KEY, sum(values))
+    pipe.incrby(DONE_KEY, len(values))
+    pipe.execute()
+
+
 def warm() -> None:
     client().incr(WARM_KEY)
 

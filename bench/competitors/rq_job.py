@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ def start_workers(worker_class: str, processes: int) -> Any:
     return start
 
 
-def _enqueue_calls(url: str, func: Any, args_list: list[tuple[int, ...]]) -> None:
+def _enqueue_calls(url: str, func: Any, args_list: Sequence[tuple[Any, ...]]) -> None:
     conn = redis.Redis.from_url(url)
     queue = Queue(QUEUE, connection=conn)
     for start in range(0, len(args_list), ENQUEUE_CHUNK):
@@ -45,11 +46,22 @@ def enqueue(url: str, values: list[int]) -> None:
     _enqueue_calls(url, common.add, [(v,) for v in values])
 
 
-def run(count: int, workdir: Path, *, simple: bool, processes: int = 2,
+def enqueue_batches(per_job: int) -> Any:
+    def enqueue(url: str, values: list[int]) -> None:
+        _enqueue_calls(url, common.add_many,
+                       [(values[i : i + per_job],) for i in range(0, len(values), per_job)])
+    return enqueue
+
+
+def run(count: int, workdir: Path, *, simple: bool, processes: int = 2, per_job: int = 1,
         **kwargs: Any) -> dict[str, Any]:
+    """``per_job`` > 1: each job adds a list of that many numbers (batching done by hand)."""
     worker_class = "rq.worker.SimpleWorker" if simple else "rq.worker.Worker"
     name = "rq-simple" if simple else "rq-fork"
-    config = {"worker_class": worker_class, "processes": processes}
+    config: dict[str, Any] = {"worker_class": worker_class, "processes": processes}
+    if per_job > 1:
+        name += f"-{per_job}-per-job"
+        config["numbers_per_job"] = per_job
     return common.measure(name, config, count, workdir,
-                          start_workers(worker_class, processes), enqueue_warm, enqueue,
-                          **kwargs)
+                          start_workers(worker_class, processes), enqueue_warm,
+                          enqueue if per_job == 1 else enqueue_batches(per_job), **kwargs)
