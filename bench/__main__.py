@@ -21,7 +21,9 @@ from bench import machine, plots, report, server, suite
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suite", choices=["full", "quick"])
+    parser.add_argument("suite", choices=["full", "quick", "render"],
+                        help="render: rewrite benchmark.md and the plots of --out from its "
+                        "benchmark.json")
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every run's item count (smoke tests use ~0.01)")
@@ -35,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the processes' logs (printed path)")
     args = parser.parse_args(argv)
+    if args.suite == "render":
+        report.render(args.out or Path("bench/results"))
+        return 0
 
     info = machine.describe()
     print(f"machine: {machine.one_line(info)}", file=sys.stderr, flush=True)

@@ -144,7 +144,8 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
             continue
         threads = sorted({x["params"]["threads"] for x in rows})
         out += ["", f"## Consumers x threads, batch {batch_size} (items/s)", "",
-                "| consumers | " + " | ".join(f"{t} threads" for t in threads) + " |",
+                "| consumers | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in threads)
+                + " |",
                 "| ---: | " + " | ".join("---:" for _ in threads) + " |"]
         for consumers in sorted({x["params"]["consumers"] for x in rows}):
             cells = []
@@ -172,14 +173,16 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
     if latency:
         out += ["", "## Push-to-commit latency at a steady 10,000 items/s (2 consumers x 4 "
                 "threads; ms, median of runs)", "",
-                "| batch | achieved items/s | p50 | p90 | p99 | p99.9 | max | exact |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                "| batch | achieved items/s | p50 | p90 | p99 | p99.9 | max | exact | load avg "
+                "(1 min) at the runs |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for x in latency:
             fsync_note = f" (appendfsync {x['params']['fsync']})" if "fsync" in x["params"] else ""
             out.append(f"| {x['params']['batch']}{fsync_note} | {_rate(x['items_per_s'])} | "
                        f"{x.get('latency_p50_ms')} | {x.get('latency_p90_ms')} | "
                        f"{x.get('latency_p99_ms')} | {x.get('latency_p999_ms')} | "
-                       f"{x.get('latency_max_ms')} | {_exact(x)} |")
+                       f"{x.get('latency_max_ms')} | {_exact(x)} | "
+                       f"{', '.join(f'{v:g}' for v in x.get('load_1min', []))} |")
 
     for mem in (x for x in summaries if x["group"] == "memory" and x.get("rss")):
         out += ["", f"## Memory over {_rate(mem['items'])} items (batch {mem['params']['batch']}, "
@@ -217,7 +220,20 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
 
 
 def _times(a: float | None, b: float | None) -> str:
-    return f"{a / b:,.0f}x" if a and b else "-"
+    if not (a and b):
+        return "-"
+    return f"{a / b:,.0f}x" if a / b >= 10 else f"{a / b:.2g}x"
+
+
+def render(outdir: Path) -> None:
+    """Write benchmark.md and the plots again from an existing benchmark.json."""
+    from bench import plots
+
+    record = json.loads((outdir / "benchmark.json").read_text())
+    summaries = record["experiments"]
+    (outdir / "benchmark.md").write_text(
+        markdown(summaries, record["machine"], record["fsync"], record["duration_s"]))
+    plots.write(outdir, summaries)
 
 
 def write(outdir: Path, summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ class Experiment:
             "items_per_s_min": min(rates) if rates else None,
             "items_per_s_max": max(rates) if rates else None,
             "errors": [r["error"] for r in self.runs if r.get("error")],
+            "load_1min": [r["load_1min"] for r in self.runs if "load_1min" in r],
         }
         p99s = [r["latency"]["p99_ms"] for r in self.runs
                 if r.get("latency", {}).get("p99_ms") is not None]
@@ -207,11 +209,13 @@ def run_all(exps: list[Experiment], workdir: Path, fsync: str) -> None:
                 continue
             done += 1
             started = time.monotonic()
+            load_1min = round(os.getloadavg()[0], 2)
             try:
                 result = exp.runner(workdir / exp.name / f"run{rep}", fsync)
             except Exception as exc:  # a failed run is reported, never dropped
                 result = {"kind": exp.name, "exact": False, "error": repr(exc)}
             result["wall_s"] = round(time.monotonic() - started, 2)
+            result["load_1min"] = load_1min
             exp.runs.append(result)
             rate = result.get("items_per_s")
             shown = f"{rate:>12,.0f} items/s" if rate is not None else "      (no rate)"
