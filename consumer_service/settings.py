@@ -31,6 +31,8 @@ class ConsumerSettings:
     max_attempts: int
     fail_rate: float
     flaky_rate: float
+    metrics_port: int
+    metrics_addr: str
 
     @property
     def heartbeat_interval(self) -> float:
@@ -73,6 +75,7 @@ def build_parser() -> EnvParser:
         help="share of items that always fail (poison), for tests and demos")
     add("--flaky-rate", env="CONSUMER_FLAKY_RATE", default=0.0, type=share,
         help="share of processing attempts that fail once, for tests and demos")
+    parser.add_metrics_options("CONSUMER_METRICS_PORT")
     return parser
 
 

@@ -22,7 +22,9 @@ import redis
 
 from consumer_service.failures import FailureInjector
 from exactsum.connection import RetryAborted, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.scripts import Scripts
 
@@ -58,6 +60,7 @@ class Worker(threading.Thread):
         failures: FailureInjector | None = None,
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
+        events: ConsumerEvents = NO_CONSUMER_EVENTS,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -70,6 +73,7 @@ class Worker(threading.Thread):
         self.failures = failures or FailureInjector()
         self.max_attempts = max_attempts
         self.on_fatal = on_fatal
+        self.events = events
         self.error: BaseException | None = None
         self.pending: deque[bytes] = deque()
         self.resync = True
@@ -130,15 +134,18 @@ class Worker(threading.Thread):
                 return
             finally:
                 self.busy = False
+                bind_run(None)
 
     # -- processing ------------------------------------------------------------------------
 
     def handle(self, element: bytes) -> None:
+        taken = time.monotonic()
         try:
             batch = decode(element)
         except ForeignElement as exc:
             self._dead_letter_foreign(element, str(exc))
             return
+        bind_run(batch.run_id)
         simulate_work(batch.count, self.work_cpu_us, self.work_io_ms)
         if self.failures.active:
             reasons = self.failures.failures(batch)
@@ -156,10 +163,13 @@ class Worker(threading.Thread):
         )
         if status == COUNTED:
             self.committed_items += batch.count
+            self.events.on_commit(batch, time.monotonic() - taken)
         elif status == ALREADY_COUNTED:
+            self.events.on_refused(batch, "already_counted")
             log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                      batch.run_id, batch.seq)
         elif status == FENCED:
+            self.events.on_refused(batch, "fenced")
             log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
                         "holds it now counts it", self.name, batch.run_id, batch.seq)
         elif status == UNKNOWN_RUN:
@@ -192,6 +202,7 @@ class Worker(threading.Thread):
         if status == 1:
             log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
                         batch.run_id, batch.seq, attempts, self.max_attempts, summary)
+            self.events.on_retry(batch)
         elif status == 2:
             self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
                                     attempts=attempts)
@@ -220,6 +231,7 @@ class Worker(threading.Thread):
         if status == 1:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
+            self.events.on_foreign()
         self._note_left(left)
 
     def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str,
@@ -237,5 +249,6 @@ class Worker(threading.Thread):
         if status == 1:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
+            self.events.on_dead_letter(batch)
         self._note_left(left)
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from exactsum.connection import FATAL_ERRORS, RetryAborted
 from exactsum.logs import setup_logging
+from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
 from producer_service.app import EXIT_USAGE, run
 from producer_service.settings import parse_settings
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryAborted as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return 1
+    except MetricsServerError as exc:
+        sys.stderr.write(f"producer: error: {exc}\n")
+        return EXIT_USAGE
     except FATAL_ERRORS as exc:
         sys.stderr.write(f"producer: error: {type(exc).__name__}: {exc}\n")
         return EXIT_USAGE
