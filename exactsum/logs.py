@@ -18,8 +18,12 @@ _process: dict[str, str | None] = {"run": None, "consumer": None}
 _thread = threading.local()
 
 
-def set_context(*, run: str | None = None, consumer: str | None = None) -> None:
-    """Name the process' run (a producer) or consumer (a consumer) on every log line."""
+def set_context(*, run: str | None = None, consumer: str | None = None,
+                reset: bool = False) -> None:
+    """Name the process' run (a producer) or consumer (a consumer) on every log line;
+    ``reset`` forgets both first."""
+    if reset:
+        _process.update(run=None, consumer=None)
     if run is not None:
         _process["run"] = run
     if consumer is not None:
