@@ -50,8 +50,8 @@ def changes(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
         event("reclaim", f"{after.reclaimed - before.reclaimed} batches reclaimed from a "
               "consumer whose heartbeat expired")
     if after.foreign_dead > before.foreign_dead:
-        event("dead", f"{after.foreign_dead - before.foreign_dead} elements of no run "
-              "dead-lettered")
+        new = after.foreign_dead - before.foreign_dead
+        event("dead", f"{new} {'element' if new == 1 else 'elements'} of no run dead-lettered")
     old_runs = {r.run_id: r for r in before.runs}
     for run in after.runs:
         old = old_runs.get(run.run_id)
@@ -73,13 +73,16 @@ def changes(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
     alive_after = {c.consumer_id for c in after.consumers if c.alive}
     for consumer_id in sorted(alive_after - alive_before):
         event("consumer", f"consumer {consumer_id} joined")
+    # A consumer that stops in order withdraws from the registry; one that crashed or hangs
+    # stays there without a heartbeat until the reclaimers have moved its claims back.
+    registered = {c.consumer_id: c for c in after.consumers}
     for consumer_id in sorted(alive_before - alive_after):
-        held = next((c.inflight_batches for c in after.consumers
-                     if c.consumer_id == consumer_id), 0)
-        if held:
-            event("fault", f"consumer {consumer_id} lost its heartbeat holding {held} batches")
+        gone = registered.get(consumer_id)
+        if gone is None:
+            event("consumer", f"consumer {consumer_id} stopped and left")
         else:
-            event("consumer", f"consumer {consumer_id} left")
+            held = f", holding {gone.inflight_batches} batches" if gone.inflight_batches else ""
+            event("fault", f"consumer {consumer_id} lost its heartbeat{held}")
     return out
 
 

@@ -88,10 +88,12 @@ def render(snap: Snapshot) -> RenderableType:
                  "last heartbeat"):
         consumers.add_column(name, justify="left" if name in ("consumer", "host") else "right")
     for c in snap.consumers:
-        if not c.alive and not c.inflight_batches:
-            continue  # departed cleanly: nothing to see
-        beat = _ago(c.last_heartbeat_ms, snap.at) if c.alive else Text("gone: awaiting reclaim",
-                                                                        style="red")
+        lapsed = snap.at - (c.last_heartbeat_ms or 0) / 1000
+        if not c.alive and not c.inflight_batches and lapsed > 60:
+            continue  # long gone, and nothing left behind
+        ago = _ago(c.last_heartbeat_ms, snap.at)
+        beat = Text(ago) if c.alive else Text(
+            ("lost, " if c.inflight_batches else "lost, reclaimed, ") + ago, style="red")
         consumers.add_row(c.consumer_id, c.host or "-", str(c.threads or "-"),
                           f"{c.rate or 0:,.0f}", f"{c.committed or 0:,}",
                           f"{c.inflight_batches} ({c.inflight_items:,} items)", beat)
