@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint clean status dashboard screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,17 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not e2e"
+
+# Look at a Redis (REDIS_URL, KEY_PREFIX): `make status ARGS=--watch`, `make dashboard`.
+status: install
+	$(BIN)/python -m observe.status $(ARGS)
+
+dashboard: install
+	$(BIN)/python -m observe.dashboard $(ARGS)
+
+# docs/dashboard.png, from the browser test's run (needs Debian's chromium).
+screenshot: install
+	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py -k browser
 
 lint: install
 	$(BIN)/ruff check .

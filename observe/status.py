@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from rich import box
@@ -28,6 +29,9 @@ from exactsum.connection import CredentialsError, make_client
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, positive_float, positive_int
 from observe.snapshot import RunView, Snapshot, take
+
+TABLE: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "title_justify": "left",
+                         "title_style": "bold"}
 
 
 def build_parser() -> EnvParser:
@@ -58,6 +62,10 @@ def verdict(run: RunView) -> Text:
     return Text("pushing" if run.state == "pushing" else "waiting for consumers", style="cyan")
 
 
+def _batches(n: int) -> str:
+    return f"{n:,} batch" if n == 1 else f"{n:,} batches"
+
+
 def _ago(ms: int | None, now: float) -> str:
     return "-" if ms is None else f"{max(0.0, now - ms / 1000):.1f}s ago"
 
@@ -68,12 +76,12 @@ def render(snap: Snapshot) -> RenderableType:
     head = Text.assemble(
         ("exactsum ", "bold"), f"prefix {snap.prefix}  ",
         time.strftime("%H:%M:%S", time.localtime(snap.at)), "\n",
-        "queue ", (f"{snap.queue_depth:,}", "bold"), " batches waiting   in flight ",
-        (f"{inflight:,}", "bold"), f" batches ({inflight_items:,} items)   reclaimed ",
-        (f"{snap.reclaimed:,}", "bold"), "   dead letters of no run ",
+        "queue ", (_batches(snap.queue_depth), "bold"), " waiting · in flight ",
+        (_batches(inflight), "bold"), f" ({inflight_items:,} items) · reclaimed ",
+        (_batches(snap.reclaimed), "bold"), " · dead letters of no run ",
         (f"{snap.foreign_dead:,}", "bold"),
     )
-    runs = Table(title="runs", box=box.SIMPLE_HEAD, title_justify="left")
+    runs = Table(title="runs", **TABLE)
     for name in ("run", "state", "progress", "committed", "dead", "sum", "expected sum",
                  "verdict"):
         runs.add_column(name, justify="left" if name in ("run", "state", "verdict") else "right")
@@ -83,7 +91,7 @@ def render(snap: Snapshot) -> RenderableType:
         runs.add_row(run.run_id, run.state, f"{run.resolved:,}/{run.items:,} {share:4.0%}",
                      f"{run.committed:,}", f"{run.dead_lettered:,}", f"{run.sum:,}", expected,
                      verdict(run))
-    consumers = Table(title="consumers", box=box.SIMPLE_HEAD, title_justify="left")
+    consumers = Table(title="consumers", **TABLE)
     for name in ("consumer", "host", "threads", "items/s", "committed", "in flight",
                  "last heartbeat"):
         consumers.add_column(name, justify="left" if name in ("consumer", "host") else "right")
@@ -97,16 +105,16 @@ def render(snap: Snapshot) -> RenderableType:
         consumers.add_row(c.consumer_id, c.host or "-", str(c.threads or "-"),
                           f"{c.rate or 0:,.0f}", f"{c.committed or 0:,}",
                           f"{c.inflight_batches} ({c.inflight_items:,} items)", beat)
-    parts: list[RenderableType] = [head, runs, consumers]
+    parts: list[RenderableType] = [head, Text(""), runs, Text(""), consumers]
     if snap.recent_dead:
-        dead = Table(title="newest dead letters", box=box.SIMPLE_HEAD, title_justify="left")
+        dead = Table(title="newest dead letters", **TABLE)
         for name in ("run", "batch", "items", "consumer", "reason"):
             dead.add_column(name)
         for entry in snap.recent_dead:
             dead.add_row(str(entry.get("run") or "-"), str(entry.get("seq", "-")),
                          str(entry.get("items", "-")), str(entry.get("consumer", "-")),
                          str(entry.get("reason", "")))
-        parts.append(dead)
+        parts += [Text(""), dead]
     return Group(*parts)
 
 
@@ -122,10 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(snap.as_dict()))
         return 0
-    console = Console(width=None if sys.stdout.isatty() else 140)
     if not args.watch:
-        console.print(render(snap))
+        if sys.stdout.isatty():
+            Console().print(render(snap))
+        else:  # plain text for pipes and files: no colours, no trailing blanks
+            console = Console(width=160, no_color=True, highlight=False)
+            with console.capture() as captured:
+                console.print(render(snap))
+            print("\n".join(line.rstrip() for line in captured.get().splitlines()))
         return 0
+    console = Console()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
