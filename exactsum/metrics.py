@@ -55,26 +55,32 @@ def element_items(element: bytes) -> int:
 
 
 class RunSeries:
-    """Remembers which runs have series, most recent last, and drops the oldest past ``keep``."""
+    """The series of each run for some counters, kept for the ``keep`` most recently active
+    runs: an older run's series are dropped. The children are cached, so that counting a batch
+    costs no label lookup."""
 
     def __init__(self, keep: int, metrics: Iterable[Counter], *fixed: str) -> None:
         self.keep = keep
         self.metrics = list(metrics)
         self.fixed = fixed
-        self._runs: OrderedDict[str, None] = OrderedDict()
+        self._runs: OrderedDict[str, tuple[Counter, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def touch(self, run_id: str) -> None:
+    def children(self, run_id: str) -> tuple[Counter, ...]:
+        """The run's child of each counter, in the order given, made at zero if new."""
         with self._lock:
-            if run_id in self._runs:
+            kids = self._runs.get(run_id)
+            if kids is not None:
                 self._runs.move_to_end(run_id)
-                return
-            self._runs[run_id] = None
+                return kids
+            kids = tuple(metric.labels(run_id, *self.fixed) for metric in self.metrics)
+            self._runs[run_id] = kids
             while len(self._runs) > self.keep:
                 old, _ = self._runs.popitem(last=False)
                 for metric in self.metrics:
-                    with suppress(KeyError):  # this run never had that series
+                    with suppress(KeyError):
                         metric.remove(old, *self.fixed)
+            return kids
 
 
 class RedisGauges(Collector):
@@ -196,8 +202,7 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         reg.register(RedisGauges(client, keys, consumer_id, threads))
 
     def on_commit(self, batch: Batch, claim_s: float) -> None:
-        self.runs.touch(batch.run_id)
-        self.committed.labels(batch.run_id, self.consumer_id).inc(batch.count)
+        self.runs.children(batch.run_id)[0].inc(batch.count)
         self._claim_hist.observe(claim_s)
         self._push_hist.observe(max(0.0, time.time() - batch.pushed_us / 1e6))
 
@@ -208,8 +213,7 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         self.retried.labels(self.consumer_id).inc()
 
     def on_dead_letter(self, batch: Batch) -> None:
-        self.runs.touch(batch.run_id)
-        self.dead.labels(batch.run_id, self.consumer_id).inc(batch.count)
+        self.runs.children(batch.run_id)[1].inc(batch.count)
 
     def on_foreign(self) -> None:
         self.foreign.labels(self.consumer_id).inc()
@@ -234,13 +238,12 @@ class ProducerMetrics(_Served, ProducerEvents):
 
     def start_run(self, run_id: str) -> None:
         """Make the run's series exist at zero before its first push."""
-        self.runs.touch(run_id)
-        for counter in (self.items, self.batches, self.waits):
-            counter.labels(run_id)
+        self.runs.children(run_id)
 
     def on_push(self, run_id: str, batches: int, items: int) -> None:
-        self.items.labels(run_id).inc(items)
-        self.batches.labels(run_id).inc(batches)
+        items_child, batches_child, _ = self.runs.children(run_id)
+        items_child.inc(items)
+        batches_child.inc(batches)
 
     def on_wait(self, run_id: str) -> None:
-        self.waits.labels(run_id).inc()
+        self.runs.children(run_id)[2].inc()

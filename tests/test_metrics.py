@@ -130,8 +130,7 @@ def test_only_the_latest_runs_keep_their_series() -> None:
     items = Counter("items", "test", ["run", "consumer"], registry=registry)
     series = RunSeries(2, [items], "c1")
     for run in ("a", "b", "a", "c"):
-        series.touch(run)
-        items.labels(run, "c1").inc()
+        series.children(run)[0].inc()
     runs = {s.labels["run"] for m in registry.collect() for s in m.samples
             if s.name == "items_total"}
     assert runs == {"a", "c"}  # b was the least recently active
