@@ -1,10 +1,12 @@
 """One look at everything Redis knows about the work: what `status` prints and the dashboard shows.
 
 The look is taken in two steps. The first finds what exists: the latest runs and their fixed
-plan (items, batch size), the consumers in the registry, and the in-flight lists (by SCAN, as
-the reclaimer finds them). The second reads every figure that moves in one MULTI/EXEC, so the
-figures agree with each other: a run's sum, its committed count and its per-consumer counts are
-written by the same script, and a snapshot never shows one without the others. A finished run
+plan (items, batch size), the consumers in the registry, and the in-flight lists: those SCAN
+finds (as the reclaimer does) and every thread's list of every registered consumer, since an
+empty list does not exist in Redis and a thread's list comes and goes with each claim. The
+second reads every figure that moves in one MULTI/EXEC, so the figures agree with each other: a
+run's sum, its committed count and its per-consumer counts are written by the same script, and
+a snapshot never shows one without the others. A finished run
 is also judged by :func:`exactsum.runs.audit`, the producer's own audit.
 
 It needs only read access (the ``observer`` user of :mod:`exactsum.acl`).
@@ -126,12 +128,19 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
                       client.zrange(keys.consumers, 0, -1, withscores=True))
     lists = sorted(k.decode() for k in client.scan_iter(match=keys.inflight_pattern, count=1000,
                                                         _type="list"))
+    seen = {c.decode(): int(score) for c, score in registered}
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
         pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches"])
+    for consumer_id in seen:
+        pipe.get(keys.heartbeat(consumer_id))
+    found = pipe.execute()
     plans = {run_id: (int(m[0]), int(m[1]), int(m[2]))
-             for run_id, m in zip(run_ids, pipe.execute(), strict=True) if None not in m}
-    seen = {c.decode(): int(score) for c, score in registered}
+             for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True) if None not in m}
+    for consumer_id, info in zip(seen, found[len(run_ids):], strict=True):
+        threads = int(json.loads(info).get("threads", 0)) if info is not None else 0
+        lists += [keys.inflight(consumer_id, n) for n in range(threads)]
+    lists = sorted(set(lists))
     owners = {keys.inflight_owner(key) for key in lists}
     consumer_ids = sorted(seen.keys() | owners)
 

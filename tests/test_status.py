@@ -22,6 +22,7 @@ import redis
 from exactsum.acl import acl_file
 from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
+from observe.snapshot import take
 from tests.observing import status_json
 from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 
@@ -38,7 +39,7 @@ def test_status_json_during_and_after_a_run(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     path, expected = numbers_file(tmp_path, ITEMS)
-    consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.5") for _ in range(2)]
+    consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.8") for _ in range(2)]
     ids = {services.consumer_id(c) for c in consumers}
     producer = services.producer("--input", str(path), "--batch", str(BATCH))
     wait_until(lambda: committed(client, keys) >= ITEMS // 10, 30, "a tenth committed")
@@ -60,6 +61,13 @@ def test_status_json_during_and_after_a_run(
     assert (snap["queue_depth"] + snap["inflight_batches"]
             + run["resolved"] // BATCH) == ITEMS // BATCH
     assert run["audit"] is None
+    # The same holds in every look, however the claims and commits fall around it.
+    for _ in range(20):
+        look = take(client, keys).as_dict()
+        now = run_of(look)
+        assert sum(now["by_consumer"].values()) == now["committed"]
+        assert (look["queue_depth"] + look["inflight_batches"]
+                + now["resolved"] // BATCH) == ITEMS // BATCH, look
     alive = {c["consumer_id"]: c for c in snap["consumers"] if c["alive"]}
     assert set(alive) == ids
     assert all(c["threads"] == 2 and c["inflight_batches"] <= 2 for c in alive.values())
