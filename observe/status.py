@@ -28,7 +28,7 @@ from rich.text import Text
 from exactsum.connection import CredentialsError, make_client
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, positive_float, positive_int
-from observe.snapshot import RunView, Snapshot, take
+from observe.snapshot import ConsumerView, RunView, Snapshot, take
 
 TABLE: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "title_justify": "left",
                          "title_style": "bold"}
@@ -70,6 +70,13 @@ def _ago(ms: int | None, now: float) -> str:
     return "-" if ms is None else f"{max(0.0, now - ms / 1000):.1f}s ago"
 
 
+def _committed(consumer: ConsumerView, snap: Snapshot) -> int:
+    """Its own total as of its last heartbeat; for a lost one, what Redis counted for it."""
+    if consumer.committed is not None:
+        return consumer.committed
+    return sum(run.by_consumer.get(consumer.consumer_id, 0) for run in snap.runs)
+
+
 def render(snap: Snapshot) -> RenderableType:
     inflight = sum(c.inflight_batches for c in snap.consumers)
     inflight_items = sum(c.inflight_items for c in snap.consumers)
@@ -103,7 +110,7 @@ def render(snap: Snapshot) -> RenderableType:
         beat = Text(ago) if c.alive else Text(
             ("lost, " if c.inflight_batches else "lost, reclaimed, ") + ago, style="red")
         consumers.add_row(c.consumer_id, c.host or "-", str(c.threads or "-"),
-                          f"{c.rate or 0:,.0f}", f"{c.committed or 0:,}",
+                          f"{c.rate or 0:,.0f}", f"{_committed(c, snap):,}",
                           f"{c.inflight_batches} ({c.inflight_items:,} items)", beat)
     parts: list[RenderableType] = [head, Text(""), runs, Text(""), consumers]
     if snap.recent_dead:
