@@ -184,9 +184,17 @@ class Stack:
                               check=check)
         return result.stdout.splitlines() if result.returncode == 0 else []
 
-    def committed(self, run_id: str) -> int:
-        lines = self.redis("GET", self.keys.run(run_id).committed)
+    def number(self, key: str) -> int:
+        """An integer key's value; 0 when the key does not exist."""
+        lines = self.redis("GET", key)
         return int(lines[0]) if lines and lines[0] else 0
+
+    def committed(self, run_id: str) -> int:
+        return self.number(self.keys.run(run_id).committed)
+
+    def reclaimed(self) -> int:
+        """Elements moved back to the queue: from dead consumers, or given back on a stop."""
+        return self.number(self.keys.reclaimed)
 
     def run_state(self, run_id: str) -> RunState:
         rk = self.keys.run(run_id)
@@ -202,10 +210,7 @@ class Stack:
                 queued_items += batch.count
                 queued_sum += batch.total
 
-        def number(key: str) -> int:
-            lines = self.redis("GET", key)
-            return int(lines[0]) if lines and lines[0] else 0
-
+        number = self.number
         return RunState(
             items=int(meta["items"]),
             expected_sum=int(meta["expected_sum"]) if "expected_sum" in meta else None,
