@@ -31,7 +31,21 @@ die() { say "$*"; exit 1; }
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
-dockerd_running() { pgrep -x dockerd >/dev/null 2>&1; }
+# alive PID: the process exists and is not a zombie (a killed dockerd can linger as one until
+# its parent reaps it, and it holds nothing then).
+alive() {
+    local state
+    state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+dockerd_running() {
+    local pid
+    for pid in $(pgrep -x dockerd 2>/dev/null); do
+        alive "$pid" && return 0
+    done
+    return 1
+}
 
 # apt-get only for what is missing, so a prepared host does not pay for `apt-get update`.
 install_packages() {
@@ -47,6 +61,7 @@ install_packages() {
 }
 
 start_dockerd() {
+    local started=""
     if ! dockerd_running; then
         # A dockerd that was killed leaves its pid files behind, and the next one refuses to
         # start ("pid file found"); with no dockerd alive they are stale.
@@ -54,19 +69,24 @@ start_dockerd() {
         say "starting dockerd (log: $DOCKERD_LOG)"
         # setsid: the engine must outlive this script and its caller's process group.
         setsid dockerd >"$DOCKERD_LOG" 2>&1 < /dev/null &
-        echo $! >"$DOCKERD_STATE"
+        started=$!
+        echo "$started" >"$DOCKERD_STATE"
     else
         say "a dockerd is running but does not answer yet; waiting for it"
     fi
     local waited=0
     until engine_answers; do
-        if [ -f "$DOCKERD_STATE" ] && ! kill -0 "$(cat "$DOCKERD_STATE")" 2>/dev/null \
-                && ! dockerd_running; then
-            tail -n 30 "$DOCKERD_LOG" >&2 || true
-            die "dockerd exited; see $DOCKERD_LOG"
+        # Watch the dockerd started here by its pid (setsid execs it in place), as a fresh
+        # process may not be called dockerd yet; one found running, by its name.
+        if [ -n "$started" ]; then
+            alive "$started" || { tail -n 30 "$DOCKERD_LOG" >&2; die "dockerd exited"; }
+        else
+            dockerd_running || die "the running dockerd exited"
         fi
-        [ "$waited" -ge "$DOCKER_WAIT" ] && { tail -n 30 "$DOCKERD_LOG" >&2 || true; \
-            die "no engine answered within ${DOCKER_WAIT}s"; }
+        if [ "$waited" -ge "$DOCKER_WAIT" ]; then
+            tail -n 30 "$DOCKERD_LOG" >&2 || true
+            die "no engine answered within ${DOCKER_WAIT}s"
+        fi
         sleep 1
         waited=$((waited + 1))
     done
@@ -114,11 +134,11 @@ cmd_stop() {
     local pid
     pid=$(cat "$DOCKERD_STATE")
     # Only the process we started, and only if it is still a dockerd (pids get reused).
-    if kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+    if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
         say "stopping dockerd $pid"
         kill -TERM "$pid"
         local waited=0
-        while kill -0 "$pid" 2>/dev/null; do
+        while alive "$pid"; do
             if [ "$waited" -ge 30 ]; then
                 say "dockerd $pid did not stop within 30s; killing it"
                 kill -KILL "$pid" 2>/dev/null || true

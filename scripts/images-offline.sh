@@ -46,7 +46,8 @@ die() { say "$*"; exit 1; }
 
 have_image() { [ "$FORCE" != 1 ] && docker image inspect "$1" >/dev/null 2>&1; }
 
-docker info >/dev/null 2>&1 || die "no Docker engine answers (try: bash scripts/docker-engine.sh start)"
+docker info >/dev/null 2>&1 \
+    || die "no Docker engine answers (try: bash scripts/docker-engine.sh start)"
 
 build_base() {
     if have_image "$OFFLINE_BASE_IMAGE"; then
