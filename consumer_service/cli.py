@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 
 from consumer_service.service import ConsumerService
 from consumer_service.settings import parse_settings
+from exactsum.connection import FATAL_ERRORS
 from exactsum.logs import setup_logging
 from exactsum.signals import stop_on_signals
 
@@ -16,7 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     stop = threading.Event()
     stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
-    service = ConsumerService(settings)
-    setup_logging(settings.log_level, settings.log_format, service="consumer",
-                  identity=service.consumer_id)
-    return service.serve(stop)
+    try:
+        service = ConsumerService(settings)
+        setup_logging(settings.log_level, settings.log_format, service="consumer",
+                      identity=service.consumer_id)
+        return service.serve(stop)
+    except FATAL_ERRORS as exc:
+        sys.stderr.write(f"consumer: error: {type(exc).__name__}: {exc}\n")
+        return 2

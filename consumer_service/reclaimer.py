@@ -17,6 +17,7 @@ import redis
 
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys
+from exactsum.runs import expire_finished_runs
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.reclaimer")
@@ -32,6 +33,7 @@ class Reclaimer(threading.Thread):
         self.consumer_id = consumer_id
         self.interval = interval
         self.stopping = threading.Event()
+        self._next_retention = 0.0
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
@@ -71,6 +73,12 @@ class Reclaimer(threading.Thread):
         return moved_total
 
     def _forget_departed(self) -> None:
-        """Drop consumers whose heartbeat lapsed long ago from the status registry."""
+        """Drop consumers whose heartbeat lapsed long ago from the status registry, and give
+        finished runs their retention time now and then."""
         cutoff = int((time.time() - 3600) * 1000)
         self.client.zremrangebyscore(self.keys.consumers, 0, cutoff)
+        now = time.monotonic()
+        if now >= self._next_retention:
+            expire_finished_runs(self.client, self.keys)
+            # Expiry is not urgent: one retention pass per ten sweeps.
+            self._next_retention = now + 10 * self.interval

@@ -17,11 +17,12 @@ import time
 import uuid
 from functools import partial
 
+from consumer_service.failures import FailureInjector
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
 from consumer_service.worker import Worker
-from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
 from exactsum.keys import Keys
 from exactsum.scripts import Scripts
 
@@ -41,6 +42,7 @@ class ConsumerService:
         self.keys = Keys(settings.key_prefix)
         self.stop_claiming = threading.Event()
         self.halt = threading.Event()
+        self.wake = threading.Event()  # a signal or a worker's fatal error
         url, timeout = settings.redis_url, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
@@ -60,6 +62,8 @@ class ConsumerService:
                 block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
                 work_io_ms=settings.work_io_ms,
+                failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
+                max_attempts=settings.max_attempts, on_fatal=self.wake.set,
             )
             for i in range(settings.threads)
         ]
@@ -79,8 +83,19 @@ class ConsumerService:
         self.reclaimer.start()
         for worker in self.workers:
             worker.start()
-        stop.wait()
-        return self.shutdown()
+        def relay_stop() -> None:
+            stop.wait()
+            self.wake.set()
+
+        threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
+        self.wake.wait()
+        status = self.shutdown()
+        errors = [w.error for w in self.workers if w.error is not None]
+        if errors:
+            if isinstance(errors[0], FATAL_ERRORS):
+                raise errors[0]
+            return 1
+        return status
 
     def shutdown(self) -> int:
         started = time.monotonic()

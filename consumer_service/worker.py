@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import redis
 
+from consumer_service.failures import FailureInjector
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys
 from exactsum.protocol import Batch, ForeignElement, decode
@@ -54,6 +55,9 @@ class Worker(threading.Thread):
         halt: threading.Event,
         work_cpu_us: float = 0.0,
         work_io_ms: float = 0.0,
+        failures: FailureInjector | None = None,
+        max_attempts: int = 3,
+        on_fatal: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -63,6 +67,10 @@ class Worker(threading.Thread):
         self.stop_claiming = stop_claiming
         self.halt = halt
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
+        self.failures = failures or FailureInjector()
+        self.max_attempts = max_attempts
+        self.on_fatal = on_fatal
+        self.error: BaseException | None = None
         self.pending: deque[bytes] = deque()
         self.resync = True
         self.committed_items = 0
@@ -95,6 +103,16 @@ class Worker(threading.Thread):
         return element
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # A worker that dies leaves its claims in its list for the reclaimer, but a service
+            # with a dead worker must not go on looking healthy: tell the service to stop.
+            self.error = exc
+            log.exception("%s: stopped by an error it cannot retry", self.name)
+            self.on_fatal()
+
+    def _loop(self) -> None:
         while not self.stop_claiming.is_set():
             try:
                 element = retrying(self._claim, "claim", log, stop=self.stop_claiming,
@@ -122,6 +140,11 @@ class Worker(threading.Thread):
             self._dead_letter_foreign(element, str(exc))
             return
         simulate_work(batch.count, self.work_cpu_us, self.work_io_ms)
+        if self.failures.active:
+            reasons = self.failures.failures(batch)
+            if reasons:
+                self._failed(element, batch, reasons)
+                return
         rk = self.keys.run(batch.run_id)
         status, left = self._call(
             "commit",
@@ -151,16 +174,38 @@ class Worker(threading.Thread):
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
-        return int(reply[0]), int(reply[1])
+        return int(reply[0]), int(reply[-1])
+
+    def _failed(self, element: bytes, batch: Batch, reasons: list[str]) -> None:
+        """Processing failed: another attempt, or dead letters once attempts are used up."""
+        rk = self.keys.run(batch.run_id)
+        reply = retrying(
+            lambda: self.scripts.retry(
+                keys=[self.inflight, self.keys.queue, rk.attempts, rk.done],
+                args=[element, batch.seq, self.max_attempts],
+            ),
+            "retry", log, stop=self.halt, on_error=self._mark_resync,
+        )
+        status, attempts, left = (int(x) for x in reply)
+        summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5
+                                             else "")
+        if status == 1:
+            log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
+                        batch.run_id, batch.seq, attempts, self.max_attempts, summary)
+        elif status == 2:
+            self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
+                                    attempts=attempts)
+            return
+        self._note_left(left)
 
     def _note_left(self, left: int) -> None:
         if left > len(self.pending):
             self.resync = True
             self.pending.clear()
 
-    def _entry(self, element: bytes, reason: str) -> str:
+    def _entry(self, element: bytes, reason: str, **facts: object) -> str:
         return json.dumps(
-            {"reason": reason, "consumer": self.consumer_id, "at": time.time(),
+            {"reason": reason, **facts, "consumer": self.consumer_id, "at": time.time(),
              "element_b64": base64.b64encode(element).decode()}
         )
 
@@ -177,13 +222,16 @@ class Worker(threading.Thread):
                         self.name, len(element), reason)
         self._note_left(left)
 
-    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str) -> None:
+    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str,
+                           attempts: int = 1) -> None:
         rk = self.keys.run(batch.run_id)
+        entry = self._entry(element, reason, run=batch.run_id, seq=batch.seq, items=batch.count,
+                            attempts=attempts)
         status, left = self._call(
             "dead-letter",
             lambda: self.scripts.dead_letter(
                 keys=[self.inflight, rk.done, rk.dead, rk.dead_items],
-                args=[element, batch.seq, batch.count, self._entry(element, reason)],
+                args=[element, batch.seq, batch.count, entry],
             ),
         )
         if status == 1:

@@ -111,7 +111,8 @@ class EnvParser(argparse.ArgumentParser):
         """Options both services share: where Redis is, the key prefix, logging."""
         self.add_env_option(
             "--redis-url", env="REDIS_URL", default="redis://localhost:6379/0",
-            help="Redis to use (redis://, rediss:// or unix://)",
+            help="Redis to use (redis://, rediss:// for TLS, or unix://); credentials come "
+            "from REDIS_USERNAME and REDIS_PASSWORD_FILE or REDIS_PASSWORD, or the URL",
         )
         self.add_env_option(
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,

@@ -1,7 +1,9 @@
 """The wire format of one queue element: a batch of numbers of one run.
 
-An element is ``pc1|<run id>|<batch seq>|<count>|<v1>,<v2>,...`` in ASCII. The run id and the
-batch sequence number are the batch's identity; item ``i`` of batch ``s`` is item
+An element is ``pc1|<run id>|<batch seq>|<count>|<pushed at>|<v1>,<v2>,...`` in ASCII, where
+``pushed at`` is the producer's wall clock in microseconds when it made the element (for
+push-to-commit latency; it plays no part in counting). The run id and the batch sequence number
+are the batch's identity; item ``i`` of batch ``s`` is item
 ``s * batch_size + i`` of the run, so every item has an identity without carrying one.
 The count is repeated in the header so that a truncated or altered element is caught instead of
 being counted short. Anything that does not parse is not ours: it is dead-lettered, never counted.
@@ -10,6 +12,7 @@ being counted short. Anything that does not parse is not ours: it is dead-letter
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,28 +33,32 @@ class Batch:
     seq: int
     count: int
     total: int  # the exact sum of the batch's values (a Python int, may exceed 64 bits)
+    pushed_us: int
+    values: list[int]
 
 
-def encode(run_id: str, seq: int, values: Sequence[int]) -> bytes:
-    body = ",".join(map(str, values))
-    return b"%s|%s|%d|%d|%s" % (MAGIC, run_id.encode(), seq, len(values), body.encode())
+def encode(run_id: str, seq: int, values: Sequence[int], pushed_us: int | None = None) -> bytes:
+    return encode_text(run_id, seq, len(values), ",".join(map(str, values)), pushed_us)
 
 
-def encode_text(run_id: str, seq: int, count: int, body: str) -> bytes:
+def encode_text(run_id: str, seq: int, count: int, body: str,
+                pushed_us: int | None = None) -> bytes:
     """Like :func:`encode` for a body already joined by the caller (the producer's fast path)."""
-    return b"%s|%s|%d|%d|%s" % (MAGIC, run_id.encode(), seq, count, body.encode())
+    if pushed_us is None:
+        pushed_us = time.time_ns() // 1000
+    return b"%s|%s|%d|%d|%d|%s" % (MAGIC, run_id.encode(), seq, count, pushed_us, body.encode())
 
 
 def decode(element: bytes) -> Batch:
     """Parse one element; raise :class:`ForeignElement` with the reason if it is not ours."""
     parts = element.split(b"|")
-    if len(parts) != 5 or parts[0] != MAGIC:
-        raise ForeignElement("not a pc1 element (expected 'pc1|run|seq|count|values')")
-    _, run_raw, seq_raw, count_raw, body = parts
+    if len(parts) != 6 or parts[0] != MAGIC:
+        raise ForeignElement("not a pc1 element (expected 'pc1|run|seq|count|time|values')")
+    _, run_raw, seq_raw, count_raw, time_raw, body = parts
     if not _RUN_ID_BYTES_RE.match(run_raw):
         raise ForeignElement("bad run id")
-    if not (seq_raw.isdigit() and count_raw.isdigit()):
-        raise ForeignElement("batch sequence number and count must be decimal digits")
+    if not (seq_raw.isdigit() and count_raw.isdigit() and time_raw.isdigit()):
+        raise ForeignElement("batch sequence number, count and time must be decimal digits")
     seq, count = int(seq_raw), int(count_raw)
     fields = body.split(b",")
     if count < 1 or len(fields) != count:
@@ -62,4 +69,4 @@ def decode(element: bytes) -> Batch:
         raise ForeignElement("a value is not an integer") from None
     if min(values) < INT64_MIN or max(values) > INT64_MAX:
         raise ForeignElement("a value is outside signed 64 bits")
-    return Batch(run_raw.decode(), seq, count, sum(values))
+    return Batch(run_raw.decode(), seq, count, sum(values), int(time_raw), values)

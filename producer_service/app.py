@@ -46,7 +46,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     scripts = Scripts.register(client)
     started = time.monotonic()
     deadline = started + settings.timeout
-    producer_name = f"{socket.gethostname()}:{os.getpid()}"
+    producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
@@ -59,7 +59,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     pusher = Pusher(client, keys, scripts, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, max_queue_items=settings.max_queue, stop=stop,
-                    deadline=deadline)
+                    deadline=deadline, rate=settings.rate)
     progress = ProgressReporter(
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
@@ -99,7 +99,8 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     status = report.exit_status(result, timed_out)
     final_state = {0: "verified", 3: "dead-lettered"}.get(status, "unverified")
     try:
-        retrying(lambda: set_state(client, keys, run_id, final_state),
+        retrying(lambda: set_state(client, keys, run_id, final_state,
+                                   retention_s=settings.retention),
                  "record verdict", log, deadline=time.monotonic() + 30)
         retrying(lambda: expire_run(client, keys, run_id, settings.retention),
                  "set retention", log, deadline=time.monotonic() + 30)

@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from exactsum.connection import RetryAborted
+from exactsum.connection import FATAL_ERRORS, RetryAborted
 from exactsum.logs import setup_logging
 from exactsum.signals import stop_on_signals
 from producer_service.app import EXIT_USAGE, run
@@ -29,3 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryAborted as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return 1
+    except FATAL_ERRORS as exc:
+        sys.stderr.write(f"producer: error: {type(exc).__name__}: {exc}\n")
+        return EXIT_USAGE

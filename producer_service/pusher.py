@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,7 @@ class Pusher:
         max_queue_items: int,
         stop: threading.Event,
         deadline: float,
+        rate: float = 0.0,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -57,25 +59,36 @@ class Pusher:
         self.bound = max(1, max_queue_items // batch_size) if max_queue_items else 0
         self.stop = stop
         self.deadline = deadline
+        self.rate = rate
         self._lock = threading.Lock()
+        self._drawn_items = 0
+        self._started = 0.0
         self.pushed_items = 0
         self.waits = 0
 
     def run(self) -> None:
         """Push everything; re-raise the first error of any thread."""
+        self._started = time.monotonic()
         with ThreadPoolExecutor(self.threads, thread_name_prefix="push") as pool:
             futures = [pool.submit(self._work) for _ in range(self.threads)]
             for future in futures:
                 future.result()
 
-    def _draw(self) -> list[OutBatch]:
+    def _draw(self) -> tuple[list[OutBatch], float]:
+        """The next batches, and when they are due (``--rate``; now when unpaced)."""
         with self._lock:
-            return list(itertools.islice(self._batches, self.per_call))
+            chunk = list(itertools.islice(self._batches, 1 if self.rate else self.per_call))
+            due = self._started + self._drawn_items / self.rate if self.rate else 0.0
+            self._drawn_items += sum(b.count for b in chunk)
+            return chunk, due
 
     def _work(self) -> None:
         while not self.stop.is_set():
-            chunk = self._draw()
+            chunk, due = self._draw()
             if not chunk:
+                return
+            wait = due - time.monotonic()
+            if wait > 0 and self.stop.wait(wait):
                 return
             self._push(chunk)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from exactsum.options import (
     EnvParser,
     int_value,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -41,6 +42,7 @@ class ProducerSettings:
     retention: int
     json: bool
     progress_interval: float
+    rate: float
 
 
 def build_parser() -> EnvParser:
@@ -74,6 +76,9 @@ def build_parser() -> EnvParser:
         help="seconds a finished run's keys are kept")
     add("--progress-interval", env="PRODUCER_PROGRESS_INTERVAL", default=1.0,
         type=positive_float, help="seconds between progress reports")
+    add("--rate", env="PRODUCER_RATE", default=0.0, type=non_negative_float,
+        help="push at most this many items per second, one batch at a time (0: as fast as "
+        "possible); for latency measurements")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
     return parser

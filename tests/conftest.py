@@ -1,0 +1,78 @@
+"""Fixtures: a real redis-server, a key prefix of each test's own, and service processes.
+
+A session-wide ``redis-server`` is started from PATH on a free port (or ``TEST_REDIS_URL`` is
+used when set). Tests never flush a database: each gets a fresh key prefix and its keys are
+deleted afterwards, so tests cannot see each other's state even on a shared server. Tests that
+kill Redis get a server of their own (``own_redis``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from exactsum.keys import Keys
+from exactsum.localredis import LocalRedis
+from exactsum.scripts import Scripts
+from tests.procs import Services
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with LocalRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Keys:
+    return Keys(key_prefix)
+
+
+@pytest.fixture
+def client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url, socket_timeout=10)
+    yield conn
+    for key in conn.scan_iter(match=f"{key_prefix}:*", count=1000):
+        conn.delete(key)
+    conn.close()
+
+
+@pytest.fixture
+def scripts(client: redis.Redis) -> Scripts:
+    return Scripts.register(client)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[LocalRedis]:
+    """A redis-server of the test's own, which it may kill and restart."""
+    server = LocalRedis()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def services(redis_url: str, key_prefix: str, tmp_path: object) -> Iterator[Services]:
+    group = Services(redis_url, key_prefix, tmp_path)  # type: ignore[arg-type]
+    yield group
+    group.close()
+
+
+@pytest.fixture
+def own_services(own_redis: LocalRedis, key_prefix: str, tmp_path: object) -> Iterator[Services]:
+    group = Services(own_redis.url, key_prefix, tmp_path)  # type: ignore[arg-type]
+    yield group
+    group.close()

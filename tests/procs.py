@@ -1,0 +1,149 @@
+"""Producer and consumer processes for tests: started for real, stopped with real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from exactsum.keys import Keys
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def report(self) -> dict[str, Any]:
+        """The producer's JSON report: the last line of its stdout."""
+        lines = self.stdout.strip().splitlines()
+        assert lines, f"{self.name} printed nothing; stderr:\n{self.stderr[-3000:]}"
+        return dict(json.loads(lines[-1]))
+
+
+@dataclass
+class Services:
+    redis_url: str
+    key_prefix: str
+    tmp_path: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "CONSUMER_"))}
+        env.update(REDIS_URL=self.redis_url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO")
+        env.update(extra)
+        return env
+
+    def _start(self, name: str, module: str, args: list[str], stdin: Any = None,
+               **env: str) -> Proc:
+        out = self.tmp_path / f"{name}.out"
+        err = self.tmp_path / f"{name}.err"
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=out.open("wb"),
+            stderr=err.open("wb"),
+            env=self.env(**env),
+        )
+        proc = Proc(name, popen, out, err)
+        self.procs.append(proc)
+        return proc
+
+    def consumer(self, *args: str, name: str | None = None, **env: str) -> Proc:
+        name = name or f"consumer{sum(p.name.startswith('consumer') for p in self.procs)}"
+        id_file = self.tmp_path / f"{name}.id"
+        return self._start(name, "consumer_service", ["--id-file", str(id_file), *args], **env)
+
+    def consumer_id(self, proc: Proc, timeout: float = 10) -> str:
+        id_file = self.tmp_path / f"{proc.name}.id"
+        deadline = time.monotonic() + timeout
+        while not id_file.exists() or not id_file.read_text().strip():
+            assert time.monotonic() < deadline, f"{proc.name} never wrote its id: {proc.stderr}"
+            time.sleep(0.05)
+        return id_file.read_text().strip()
+
+    def producer(self, *args: str, name: str = "producer", stdin: Any = None,
+                 **env: str) -> Proc:
+        return self._start(name, "producer_service", ["--json", *args], stdin=stdin, **env)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                try:
+                    proc.popen.send_signal(signal.SIGCONT)
+                    proc.popen.kill()
+                except ProcessLookupError:
+                    pass
+                proc.popen.wait(timeout=10)
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def committed(client: redis.Redis, keys: Keys) -> int:
+    """Items committed so far over every run under ``keys``' prefix."""
+    total = 0
+    for key in client.scan_iter(match=f"{keys.prefix}:run:*:committed"):
+        total += int(client.get(key) or 0)
+    return total
+
+
+def assert_exact(report: dict[str, Any], items: int) -> None:
+    """The report proves each item counted exactly once, with the sum we computed ourselves."""
+    assert report["produced"] == items, report
+    assert report["committed"] == items, report
+    assert report["lost"] == 0, report
+    assert report["duplicated"] == 0, report
+    assert report["dead_lettered"] == 0, report
+    assert report["sum"] == report["expected_sum"], report
+    assert sum(report["by_consumer"].values()) == items, report
+    assert report["exact"] is True, report
+
+
+def numbers_file(tmp_path: Path, count: int, seed: int = 7) -> tuple[Path, int]:
+    rng = random.Random(seed)
+    values = [rng.randint(-1000, 100_000) for _ in range(count)]
+    path = tmp_path / "numbers.txt"
+    path.write_text("".join(f"{v}\n" for v in values))
+    return path, sum(values)
+
+
+def finish(producer: Proc, timeout: float = 90) -> dict[str, Any]:
+    status = producer.wait(timeout=timeout)
+    report = producer.report()
+    assert status == 0, (report, producer.stderr[-3000:])
+    return report
