@@ -40,3 +40,48 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# --- Containers ----------------------------------------------------------------------------
+# docker compose reads PYTHON_IMAGE, REDIS_IMAGE and every other setting from the environment
+# or from .env (see .env.example); `make images-offline` writes the two image names there.
+COMPOSE ?= docker compose
+# Consumer replicas for `make scale`.
+N ?= 3
+
+.PHONY: up down logs scale produce images-offline docker-engine docker-engine-stop
+
+# Redis, the consumers and one producer run in the background; prints the run's report and
+# exits with the producer's status. The consumers keep serving until `make down`.
+up:
+	$(COMPOSE) up --build --detach
+	$(COMPOSE) logs --follow --no-log-prefix producer
+	@status=$$(docker wait $$($(COMPOSE) ps --all --quiet producer)); \
+		echo "producer exited with status $$status; the consumers keep serving (make logs, make down)"; \
+		exit $$status
+
+# Stop and remove the stack, its network and Redis's volume.
+down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+logs:
+	$(COMPOSE) logs --follow
+
+# Run N consumers (more or fewer) without touching the rest of the stack.
+scale:
+	$(COMPOSE) up --detach --no-recreate --scale consumer=$(N) consumer
+
+# Another producer run against the consumers that are up: make produce ARGS="--count 1000000".
+# --no-deps, or compose would first set the consumers back to their configured replica count.
+produce:
+	$(COMPOSE) run --rm --no-deps producer $(ARGS)
+
+# Python and Redis base images built from Debian packages, for hosts that cannot pull images.
+images-offline:
+	bash scripts/images-offline.sh
+
+# A Docker engine and the compose plugin (installs and starts them where missing).
+docker-engine:
+	bash scripts/docker-engine.sh start
+
+docker-engine-stop:
+	bash scripts/docker-engine.sh stop

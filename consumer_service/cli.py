@@ -15,10 +15,11 @@ from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
     settings = parse_settings(argv)
-    stop = threading.Event()
-    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    if stop is None:
+        stop = threading.Event()
+        stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
         service = ConsumerService(settings)
         setup_logging(settings.log_level, settings.log_format, service="consumer",

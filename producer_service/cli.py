@@ -16,12 +16,13 @@ from producer_service.settings import parse_settings
 from producer_service.source import InputError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
     settings = parse_settings(argv)
     setup_logging(settings.log_level, settings.log_format, service="producer",
                   identity=settings.run_id or "-")
-    stop = threading.Event()
-    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    if stop is None:
+        stop = threading.Event()
+        stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
         return run(settings, stop)
     except InputError as exc:
