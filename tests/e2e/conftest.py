@@ -49,12 +49,12 @@ def docker_client() -> Any:
 
 @pytest.fixture(scope="session")
 def images(docker_client: Any) -> dict[str, str]:
-    """Build the producer and consumer images once, tagged for the tests; every test reuses
-    them (its compose commands pass --no-build)."""
+    """Build the producer, consumer and dashboard images once, tagged for the tests; every test
+    reuses them (its compose commands pass --no-build)."""
     env = compose_env({})
     result = subprocess.run(
         ["docker", "compose", "--env-file", os.devnull, "-f", str(COMPOSE_FILE),
-         "-p", "exactsum-e2e-build", "build", "producer", "consumer"],
+         "-p", "exactsum-e2e-build", "build", "producer", "consumer", "dashboard"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
         stdin=subprocess.DEVNULL,
     )
@@ -67,6 +67,7 @@ def images(docker_client: Any) -> dict[str, str]:
     return {
         "producer": f"exactsum/producer:{IMAGE_TAG}",
         "consumer": f"exactsum/consumer:{IMAGE_TAG}",
+        "dashboard": f"exactsum/dashboard:{IMAGE_TAG}",
         "python": env.get("PYTHON_IMAGE", "python:3.12-slim"),
     }
 

@@ -21,6 +21,7 @@ import docker
 from docker.models.containers import Container
 
 from exactsum.keys import Keys
+from exactsum.localredis import free_port
 from exactsum.protocol import ForeignElement, decode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,8 @@ IMAGE_TAG = "e2e"
 # Host variables that compose would hand to the services (the compose file passes them
 # through); a stray one, such as a REDIS_URL meant for a local redis-server, must not leak in.
 _SERVICE_VARS = re.compile(
-    r"^(REDIS_|KEY_PREFIX$|LOG_LEVEL$|LOG_FORMAT$|PRODUCER_|CONSUMER_|EXACTSUM_IMAGE_|COMPOSE_)"
+    r"^(REDIS_|KEY_PREFIX$|LOG_LEVEL$|LOG_FORMAT$|PRODUCER_|CONSUMER_|DASHBOARD_|METRICS_|"
+    r"EXACTSUM_IMAGE_|COMPOSE_)"
 )
 
 T = TypeVar("T")
@@ -59,6 +61,8 @@ def compose_env(settings: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not _SERVICE_VARS.match(k)}
     env.update(base_images())
     env["EXACTSUM_IMAGE_TAG"] = IMAGE_TAG
+    # The dashboard publishes a port on the host's loopback: a free one, not 8080.
+    env["DASHBOARD_PORT"] = str(free_port())
     env.update(settings)
     return env
 

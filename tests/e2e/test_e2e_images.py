@@ -1,6 +1,6 @@
-"""The two Dockerfiles, built with the classic builder (the docker SDK's build API) as hosts
-without BuildKit or buildx build them; compose, in the session fixture, builds them with
-BuildKit."""
+"""The Dockerfiles (producer, consumer, dashboard), built with the classic builder (the docker
+SDK's build API) as hosts without BuildKit or buildx build them; compose, in the session
+fixture, builds them with BuildKit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from .stack import ROOT
 
 pytestmark = pytest.mark.e2e
+DOCKERFILES = {"dashboard": "observe/Dockerfile"}
 
 
 @pytest.mark.timeout(400)
@@ -19,14 +20,15 @@ pytestmark = pytest.mark.e2e
     [
         ("producer", ["python", "-m", "producer_service"], None),
         ("consumer", None, ["python", "-m", "consumer_service"]),
+        ("dashboard", None, ["python", "-m", "observe.dashboard"]),
     ],
-    ids=["producer", "consumer"],
+    ids=["producer", "consumer", "dashboard"],
 )
 def test_image_builds_with_the_classic_builder(docker_client: Any, images: dict[str, str],
                                                service: str, entrypoint: list[str] | None,
                                                cmd: list[str] | None) -> None:
     image, _ = docker_client.images.build(
-        path=str(ROOT), dockerfile=f"{service}_service/Dockerfile",
+        path=str(ROOT), dockerfile=DOCKERFILES.get(service, f"{service}_service/Dockerfile"),
         buildargs={"PYTHON_IMAGE": images["python"]}, tag=f"exactsum/{service}:e2e-classic",
         rm=True, forcerm=True, pull=False,
     )
@@ -40,9 +42,12 @@ def test_image_builds_with_the_classic_builder(docker_client: Any, images: dict[
     if service == "consumer":
         assert config["Healthcheck"]["Test"][:1] == ["CMD"]
         assert "CONSUMER_ID_FILE=/tmp/consumer-id" in config["Env"]
+    if service == "dashboard":
+        assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "observe.healthcheck"]
+        assert "DASHBOARD_HOST=0.0.0.0" in config["Env"]
 
     # The installed package runs as the image's user, and only the package went in.
-    command = None if service == "producer" else ["python", "-m", "consumer_service"]
+    command = None if service == "producer" else cmd
     out = docker_client.containers.run(
         image.id, [*(command or []), "--help"], remove=True, network_disabled=True
     ).decode()
