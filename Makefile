@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint clean host-setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# As root on a fresh Debian/Ubuntu host: redis-server and the other system packages the tests
+# use, a Docker engine with the compose plugin, and the offline base images.
+host-setup:
+	bash scripts/host-setup.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
