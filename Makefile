@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
 
-.PHONY: install run test test-fast lint clean status dashboard screenshot
+.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ screenshot: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# As root on a fresh Debian/Ubuntu host: redis-server and the other system packages the tests
+# use, a Docker engine with the compose plugin, and the offline base images.
+host-setup:
+	bash scripts/host-setup.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
