@@ -7,12 +7,14 @@ ARGS ?=
 
 .PHONY: install run test test-fast lint clean host-setup status dashboard screenshot
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# Re-installs when pyproject.toml changes, so a pulled dependency never goes missing.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
 
-install: $(BIN)/python
+install: $(VENV)/.installed
 
 run: install
 	CONSUMERS=$(CONSUMERS) $(BIN)/python scripts/run_local.py $(ARGS)
