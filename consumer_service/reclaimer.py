@@ -16,6 +16,7 @@ import time
 import redis
 
 from exactsum.connection import RetryAborted, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.runs import expire_finished_runs
 from exactsum.scripts import Scripts
@@ -26,12 +27,13 @@ log = logging.getLogger("consumer.reclaimer")
 class Reclaimer(threading.Thread):
     def __init__(
         self, client: redis.Redis, keys: Keys, scripts: Scripts, consumer_id: str,
-        *, interval: float,
+        *, interval: float, events: ConsumerEvents = NO_CONSUMER_EVENTS,
     ) -> None:
         super().__init__(name="reclaimer", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
         self.consumer_id = consumer_id
         self.interval = interval
+        self.events = events
         self.stopping = threading.Event()
         self._next_retention = 0.0
 
@@ -68,6 +70,7 @@ class Reclaimer(threading.Thread):
             ))
             if moved > 0:
                 moved_total += moved
+                self.events.on_reclaim(moved)
                 log.warning("reclaimed %d elements from %s: its heartbeat expired", moved, key)
         self._forget_departed()
         return moved_total

@@ -24,7 +24,9 @@ from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
 from consumer_service.worker import Worker
 from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.metrics import ConsumerMetrics
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer")
@@ -47,14 +49,19 @@ class ConsumerService:
         url, timeout = settings.redis_url, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
+        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
+                        if settings.metrics_port else None)
+        events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
         self.heartbeat = Heartbeat(
             make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
                         name=f"{self.consumer_id}-hb"),
             self.keys, self.consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
+            committed=lambda: sum(w.committed_items for w in self.workers),
         )
         self.reclaimer = Reclaimer(
             make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
             self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
+            events=events,
         )
         self.workers = [
             Worker(
@@ -64,13 +71,15 @@ class ConsumerService:
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
                 work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
                 failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
-                max_attempts=settings.max_attempts, on_fatal=self.wake.set,
+                max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
             )
             for i in range(settings.threads)
         ]
 
     def serve(self, stop: threading.Event) -> int:
         """Run until ``stop`` is set; return the exit status."""
+        if self.metrics is not None:
+            self.metrics.serve(self.settings.metrics_addr, self.settings.metrics_port)
         try:
             retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
         except RetryAborted:

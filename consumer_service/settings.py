@@ -33,6 +33,8 @@ class ConsumerSettings:
     flaky_rate: float
     max_claim: int
     stats_file: str | None
+    metrics_port: int
+    metrics_addr: str
 
     @property
     def heartbeat_interval(self) -> float:
@@ -81,6 +83,7 @@ def build_parser() -> EnvParser:
     add("--stats-file", env="CONSUMER_STATS_FILE", default=None,
         help="at exit, write to FILE a JSON summary: items committed and push-to-commit "
         "latency percentiles (for benchmarks)")
+    parser.add_metrics_options("CONSUMER_METRICS_PORT")
     return parser
 
 

@@ -29,7 +29,9 @@ import redis
 from consumer_service.failures import FailureInjector
 from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.scripts import Scripts
 
@@ -68,6 +70,7 @@ class Worker(threading.Thread):
         failures: FailureInjector | None = None,
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
+        events: ConsumerEvents = NO_CONSUMER_EVENTS,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -82,6 +85,7 @@ class Worker(threading.Thread):
         self.failures = failures or FailureInjector()
         self.max_attempts = max_attempts
         self.on_fatal = on_fatal
+        self.events = events
         self.error: BaseException | None = None
         # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
@@ -156,6 +160,7 @@ class Worker(threading.Thread):
                 return
             finally:
                 self.busy = False
+                bind_run(None)
 
     # -- processing ------------------------------------------------------------------------
 
@@ -170,11 +175,11 @@ class Worker(threading.Thread):
         """
         self.taken = len(elements)
         try:
-            self._handle_many(elements)
+            self._handle_many(elements, time.monotonic())
         finally:
             self.taken = 0
 
-    def _handle_many(self, elements: list[bytes]) -> None:
+    def _handle_many(self, elements: list[bytes], taken_at: float) -> None:
         batches: list[tuple[bytes, Batch]] = []
         items = 0
         for element in elements:
@@ -190,16 +195,18 @@ class Worker(threading.Thread):
         simulate_work(items, self.work_cpu_us, self.work_io_ms)
         by_run: dict[str, list[tuple[bytes, Batch]]] = {}
         for element, batch in batches:
+            bind_run(batch.run_id)
             if self.failures.active:
                 reasons = self.failures.failures(batch)
                 if reasons:
                     self._failed(element, batch, reasons)
                     continue
             by_run.setdefault(batch.run_id, []).append((element, batch))
-        for group in by_run.values():
-            self._commit(group)
+        for run_id, group in by_run.items():
+            bind_run(run_id)
+            self._commit(group, taken_at)
 
-    def _commit(self, group: list[tuple[bytes, Batch]]) -> None:
+    def _commit(self, group: list[tuple[bytes, Batch]], taken_at: float) -> None:
         rk = self.keys.run(group[0][1].run_id)
         args: list[bytes | str | int] = [self.consumer_id]
         for element, batch in group:
@@ -215,6 +222,7 @@ class Worker(threading.Thread):
             "commit", log, stop=self.halt, on_error=self._mark_resync,
         )
         now_us = time.time_ns() // 1000
+        claim_s = time.monotonic() - taken_at
         statuses = [int(status) for status in reply[:-1]]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
         self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
@@ -223,10 +231,13 @@ class Worker(threading.Thread):
             if status == COUNTED:
                 self.committed_items += batch.count
                 self.latency.record(now_us - batch.pushed_us, batch.count)
+                self.events.on_commit(batch, claim_s)
             elif status == ALREADY_COUNTED:
+                self.events.on_refused(batch, "already_counted")
                 log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                          batch.run_id, batch.seq)
             elif status == FENCED:
+                self.events.on_refused(batch, "fenced")
                 log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
                             "holds it now counts it", self.name, batch.run_id, batch.seq)
             elif status == UNKNOWN_RUN:
@@ -261,6 +272,7 @@ class Worker(threading.Thread):
         if status == 1:
             log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
                         batch.run_id, batch.seq, attempts, self.max_attempts, summary)
+            self.events.on_retry(batch)
         self._note_left(left)
 
     def _note_left(self, left: int) -> None:
@@ -287,6 +299,7 @@ class Worker(threading.Thread):
         if status == 1:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
+            self.events.on_foreign()
         self._note_left(left)
 
     def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str,
@@ -305,4 +318,5 @@ class Worker(threading.Thread):
         if status == 1:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
+            self.events.on_dead_letter(batch)
         self._note_left(left)

@@ -4,7 +4,9 @@
 
 Three users: ``producer`` may push and read its runs but cannot change a sum; ``consumer`` may
 claim, commit and reclaim but cannot push or mark anything pushed; ``admin`` may do anything
-(the dead-letter commands, operators). The ``default`` user is switched off. Redis 7 checks
+(the dead-letter commands, operators). A fourth, ``observer``, is written only when its password
+is given: it may read every key under the prefix and write nothing (status, the dashboard).
+The ``default`` user is switched off. Redis 7 checks
 these permissions for commands inside Lua scripts too, so a script cannot be used to get round
 them. Passwords come from ``REDIS_<USER>_PASSWORD_FILE`` (a Docker secret) or
 ``REDIS_<USER>_PASSWORD``; the file holds only their SHA-256.
@@ -22,6 +24,7 @@ from exactsum.keys import Keys
 from exactsum.options import key_prefix
 
 USERS = ("producer", "consumer", "admin")
+OPTIONAL_USERS = ("observer",)
 
 # Commands every service connection sends: AUTH is always allowed; redis-py names its
 # connections; scripts are sent by SHA, loaded on NOSCRIPT. (redis-py also announces itself
@@ -44,6 +47,12 @@ _CONSUMER_COMMANDS = [
     # inside commit, dead-letter, retry and reclaim scripts
     "+lpos", "+getbit", "+setbit", "+lrem", "+incr", "+incrby", "+hincrby", "+lmove", "+lpush",
     "+rpush",
+]
+
+# Read-only: what observe.snapshot and the audit send (MULTI/EXEC wrap one consistent look).
+_OBSERVER_COMMANDS = [
+    "+get", "+llen", "+lrange", "+hgetall", "+hmget", "+zrange", "+zrevrange", "+bitcount",
+    "+getbit", "+scan", "+pttl", "+exists", "+multi", "+exec",
 ]
 
 # Keys the consumers write in a run; the producer's are meta and pushed (see runs.py).
@@ -69,12 +78,16 @@ def rules(prefix: str) -> dict[str, list[str]]:
         f"%RW~{run}:meta",
         *(f"%RW~{run}:{name}" for name in _CONSUMER_RUN_KEYS),
     ]
-    return {"producer": producer, "consumer": consumer, "admin": ["~*", "&*", "+@all"]}
+    observer = [*_COMMON, *_OBSERVER_COMMANDS, f"%R~{prefix}:*"]
+    return {"producer": producer, "consumer": consumer, "admin": ["~*", "&*", "+@all"],
+            "observer": observer}
 
 
 def acl_file(prefix: str, passwords: Mapping[str, str]) -> str:
     lines = ["user default off resetkeys resetchannels -@all"]
     for user, user_rules in rules(prefix).items():
+        if user in OPTIONAL_USERS and user not in passwords:
+            continue
         digest = hashlib.sha256(passwords[user].encode()).hexdigest()
         lines.append(" ".join(["user", user, "on", f"#{digest}", "resetkeys", "resetchannels",
                                "-@all", *user_rules]))
@@ -83,7 +96,7 @@ def acl_file(prefix: str, passwords: Mapping[str, str]) -> str:
 
 def passwords_from_env() -> dict[str, str]:
     found = {}
-    for user in USERS:
+    for user in USERS + OPTIONAL_USERS:
         variable = f"REDIS_{user.upper()}_PASSWORD"
         path = os.environ.get(f"{variable}_FILE")
         if path:
@@ -91,6 +104,8 @@ def passwords_from_env() -> dict[str, str]:
                 found[user] = secret.read().rstrip("\r\n")
         elif os.environ.get(variable):
             found[user] = os.environ[variable]
+        elif user in OPTIONAL_USERS:
+            continue
         else:
             raise ValueError(f"set {variable}_FILE or {variable}")
         if len(found[user]) < 12:
