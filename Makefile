@@ -94,7 +94,7 @@ docker-engine-stop:
 	bash scripts/docker-engine.sh stop
 
 # Benchmarks (docs/benchmark.md). `make bench` installs the bench extra (RQ, Dramatiq, Celery,
-# matplotlib, py-spy, pyinstrument) into the same .venv, runs the full suite (~15 min on 2
+# matplotlib, py-spy, pyinstrument) into the same .venv, runs the full suite (11-13 min on 2
 # cores) and writes bench/results/. `make bench-quick` (~1 min) needs only `.[dev]` and prints
 # one JSON line last. BENCH_ARGS passes options, e.g. BENCH_ARGS="--reps 5" or "--only batch".
 BENCH_ARGS ?=
