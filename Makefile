@@ -29,3 +29,16 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The chaos run and the soak (docs/chaos.md). `make chaos SEED=123` replays a seed;
+# CHAOS_ARGS / SOAK_ARGS pass more options (`python -m chaos --help`).
+SEED ?=
+CHAOS_ARGS ?=
+SOAK_ARGS ?=
+.PHONY: chaos soak
+
+chaos: install
+	$(BIN)/python -m chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+
+soak: install
+	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
