@@ -38,6 +38,7 @@ import redis
 
 from chaos.cluster import Cluster, Generation, Slot
 from chaos.netns import Namespaces
+from exactsum.connection import make_client
 from exactsum.keys import Keys
 
 log = logging.getLogger("chaos.faults")
@@ -161,8 +162,10 @@ class Injector(threading.Thread):
         self.stopping = threading.Event()
         self.outcomes: list[Outcome] = []
         self.redis_lock = threading.Lock()
-        self.client = redis.Redis(host="127.0.0.1", port=cluster.server.port, socket_timeout=2,
-                                  socket_connect_timeout=2)
+        # No hidden retries (make_client): a read during a Redis outage fails and is retried
+        # here, where its time is seen.
+        self.client = make_client(f"redis://127.0.0.1:{cluster.server.port}/0",
+                                  socket_timeout=2.0, name="chaos-injector")
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -373,6 +376,7 @@ class Injector(threading.Thread):
         outcome.victim = f"redis-server pid {server.process.pid if server.process else '?'}"
         gens = [s.current for s in self.cluster.slots]
         retries_before = [g.count(RETRY_MARK) for g in gens]
+        fenced_before = [g.count(*FENCE_MARKS) for g in gens]
         acknowledged = self._read(self.committed, time.monotonic() + 10)
         killed = time.monotonic()
         server.kill()
@@ -400,6 +404,10 @@ class Injector(threading.Thread):
             return sum(g.count(RETRY_MARK) > n for g, n in zip(gens, retries_before, strict=True))
 
         outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
+        # A long outage lets every heartbeat lapse: claims are reclaimed as Redis comes back
+        # and the owners' commits are refused.
+        outcome.fenced = sum(g.count(*FENCE_MARKS) - n
+                             for g, n in zip(gens, fenced_before, strict=True))
         outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
 
     def finish(self, timeout: float) -> list[Outcome]:

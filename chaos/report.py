@@ -39,6 +39,7 @@ class ChaosResult:
     dead_lettered: int = 0
     reclaimed: int = 0
     stale_commits: int = 0
+    refusals_logged: int = 0
     producer_status: int | None = None
     producer_exact: bool = False
     consumer_exits: dict[str, int | None] = field(default_factory=dict)
@@ -88,7 +89,9 @@ def result_table(r: ChaosResult) -> str:
         ("duplicated", str(r.duplicated)),
         ("dead-lettered", str(r.dead_lettered)),
         ("reclaimed", f"{r.reclaimed:,} elements moved back from dead or absent consumers"),
-        ("stale commits refused", f"{r.stale_commits:,}"),
+        ("stale commits refused", f"{r.stale_commits:,} by commit.lua; {r.refusals_logged:,} "
+         "refusals logged by consumers (a refusal whose reply was lost to a Redis kill is "
+         "re-sent and refused again)"),
         ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
          f"{c.transient} transient and {len(c.persistent)} persistent violations; longest "
          f"time a dead consumer held claims {c.max_orphan_age_s:.2f} s"),

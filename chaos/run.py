@@ -34,6 +34,7 @@ from chaos.cluster import Cluster
 from chaos.faults import FENCE_MARKS, KINDS, Injector, KindSummary, Outcome, schedule
 from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
+from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
 
@@ -87,7 +88,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as exc:
+        print(f"chaos: interrupted ({exc or 'SIGINT'}); processes stopped, namespaces deleted",
+              file=sys.stderr, flush=True)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s chaos %(threadName)s: %(message)s")
@@ -170,9 +179,9 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
                          disabled=disabled, workdir=str(workdir))
     work_io_ms = args.work_io_ms
     if work_io_ms is None:
-        # Paced so that processing takes about 1.2x the fault window without faults: the
+        # Paced so that processing takes about the fault window without faults: the
         # faults then hit a pipeline in full flow, and the run drains soon after they stop.
-        work_io_ms = args.consumers * args.threads * duration * 1.2 * 1000 / args.items
+        work_io_ms = args.consumers * args.threads * duration * 1000 / args.items
     links = ns.links if ns is not None else []
     bind = " ".join(["127.0.0.1", *(link.redis_addr for link in links)])
     server = LocalRedis(data_dir=workdir / "redis",
@@ -195,8 +204,8 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         log.info("input: %d items, sum %d, in %s; work %.3f ms per item", args.items,
                  result.expected_sum, input_path, work_io_ms)
         server.start()
-        client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5,
-                             socket_connect_timeout=2)
+        client = make_client(f"redis://127.0.0.1:{server.port}/0", socket_timeout=5.0,
+                             name="chaos-checker")
         for slot in cluster.slots:
             cluster.start_consumer(slot)
         checker = Checker(client, keys, [run_id], interval=args.check_interval,
@@ -224,8 +233,9 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         result.consumer_exits = cluster.stop_consumers(grace=5)
         judge(result, cluster, client, keys, run_id, kinds, outcomes, final is not None)
     except KeyboardInterrupt:
-        result.failures.append("interrupted")
-        outcomes = injector.finish(timeout=5) if injector else []
+        log.error("interrupted; logs and Redis data are in %s", workdir)
+        if injector is not None:
+            injector.finish(timeout=5)
         raise
     finally:
         if checker is not None:
@@ -310,9 +320,8 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     for name, status in result.consumer_exits.items():
         if status != 0:
             fail(f"consumer {name} exited {status} on SIGTERM at the end")
-    fenced_logged = sum(g.count(*FENCE_MARKS) for s in cluster.slots for g in s.generations)
-    log.info("late commits refused per the consumers' logs: %d; per Redis: %d", fenced_logged,
-             result.stale_commits)
+    result.refusals_logged = sum(g.count(*FENCE_MARKS) for s in cluster.slots
+                                 for g in s.generations)
 
 
 if __name__ == "__main__":
