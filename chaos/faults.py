@@ -308,16 +308,29 @@ class Injector(threading.Thread):
         gen.popen.send_signal(signal.SIGKILL)
         gen.popen.wait(timeout=10)
         outcome.notes.append(f"held {held}" + ("" if alive else ", heartbeat already gone"))
-        time.sleep(outcome.episode.hold)
-        new = self.cluster.start_consumer(slot)
-        outcome.notes.append(f"replaced by {new.consumer_id}")
-        gone = self._poll(lambda: self.holds(gen.consumer_id) == 0,
-                          self.reclaim_deadline - (time.monotonic() - killed))
+        # The replacement starts after the hold while the reclaim is timed, not before.
+        replaced: list[str] = []
+
+        def replace() -> None:
+            time.sleep(outcome.episode.hold)
+            try:
+                replaced.append(self.cluster.start_consumer(slot).consumer_id)
+            except RuntimeError as exc:
+                replaced.append(f"FAILED: {exc}")
+
+        starter = threading.Thread(target=replace, name=f"replace-{slot.index}", daemon=True)
+        starter.start()
+        gone = self._poll(lambda: self.holds(gen.consumer_id) == 0, self.reclaim_deadline)
         if gone is None:
             outcome.failure = "the dead consumer's claims were not reclaimed"
         else:
             outcome.recover_s = time.monotonic() - killed
             outcome.landed = held > 0 and alive
+        starter.join()
+        if replaced and replaced[0].startswith("FAILED"):
+            outcome.failure = f"the replacement did not start: {replaced[0]}"
+        else:
+            outcome.notes.append(f"replaced by {replaced[0] if replaced else '?'}")
 
     def _away(self, outcome: Outcome, slot: Slot, leave: Callable[[], None],
               come_back: Callable[[], None]) -> None:
