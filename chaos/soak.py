@@ -277,12 +277,13 @@ class Soak:
 
 
 def rss_table(w: Watch, total: int) -> dict[str, dict[str, int]]:
-    """RSS (KiB) of each process at its first sample (the producer just started), at 10 %,
-    50 % and 100 % of the run, and its maximum."""
+    """RSS (KiB) of each process at the first sample after the first commit, at 10 %, 50 %
+    and 100 % of the run, and its maximum."""
     p10, p50 = w.at_progress(0.10, total), w.at_progress(0.50, total)
     end = w.samples[-2] if len(w.samples) > 1 else w.samples[-1]  # before the producer exits
     names = sorted(end.rss)
-    points = {"first": w.samples[0], "p10": p10, "p50": p50, "end": end}
+    first = next((s for s in w.samples if s.committed > 0), w.samples[0])  # under way
+    points = {"first": first, "p10": p10, "p50": p50, "end": end}
     return {n: {**{k: s.rss.get(n, 0) for k, s in points.items()},
                 "max": max(s.rss.get(n, 0) for s in w.samples)} for n in names}
 
@@ -304,14 +305,14 @@ def render(figures: dict[str, Any], failures: list[str]) -> str:
         f"{b['offered_over_consumed']:.1f}x that; deepest queue {b['deepest_queue']} "
         f"elements (bound {b['queue_bound']}).",
         "",
-        "| burst: RSS MiB | first sample | at 10 % | at 50 % | at the end | max |",
+        "| burst: RSS MiB | first commit | at 10 % | at 50 % | at the end | max |",
         "|---|---:|---:|---:|---:|---:|",
         *rss_rows(b["rss"]),
         "",
         f"Soak: {s['items']:,} items in {s['seconds']:.1f} s ({s['rate']:,.0f} items/s); "
         f"sum {s['sum']} (expected {s['expected_sum']}); deepest queue {s['deepest_queue']}.",
         "",
-        "| soak: RSS MiB | first sample | at 10 % | at 50 % | at the end | max |",
+        "| soak: RSS MiB | first commit | at 10 % | at 50 % | at the end | max |",
         "|---|---:|---:|---:|---:|---:|",
         *rss_rows(s["rss"]),
         "",
