@@ -5,14 +5,16 @@ BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# Re-installs when pyproject.toml changes, so a pulled dependency never goes missing.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
 
-install: $(BIN)/python
+install: $(VENV)/.installed
 
 run: install
 	CONSUMERS=$(CONSUMERS) $(BIN)/python scripts/run_local.py $(ARGS)
@@ -23,9 +25,25 @@ test: install
 test-fast: install
 	$(BIN)/pytest -m "not slow and not e2e"
 
+# Look at a Redis (REDIS_URL, KEY_PREFIX): `make status ARGS=--watch`, `make dashboard`.
+status: install
+	$(BIN)/python -m observe.status $(ARGS)
+
+dashboard: install
+	$(BIN)/python -m observe.dashboard $(ARGS)
+
+# docs/dashboard.png, from the browser test's run (needs Debian's chromium).
+screenshot: install
+	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py -k browser
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# As root on a fresh Debian/Ubuntu host: redis-server and the other system packages the tests
+# use, a Docker engine with the compose plugin, and the offline base images.
+host-setup:
+	bash scripts/host-setup.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
@@ -42,3 +60,48 @@ chaos: install
 
 soak: install
 	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
+
+# --- Containers ----------------------------------------------------------------------------
+# docker compose reads PYTHON_IMAGE, REDIS_IMAGE and every other setting from the environment
+# or from .env (see .env.example); `make images-offline` writes the two image names there.
+COMPOSE ?= docker compose
+# Consumer replicas for `make scale`.
+N ?= 3
+
+.PHONY: up down logs scale produce images-offline docker-engine docker-engine-stop
+
+# Redis, the consumers and one producer run in the background; prints the run's report and
+# exits with the producer's status. The consumers keep serving until `make down`.
+up:
+	$(COMPOSE) up --build --detach
+	$(COMPOSE) logs --follow --no-log-prefix producer
+	@status=$$(docker wait $$($(COMPOSE) ps --all --quiet producer)); \
+		echo "producer exited with status $$status; the consumers keep serving (make logs, make down)"; \
+		exit $$status
+
+# Stop and remove the stack, its network and Redis's volume.
+down:
+	$(COMPOSE) down --volumes --remove-orphans
+
+logs:
+	$(COMPOSE) logs --follow
+
+# Run N consumers (more or fewer) without touching the rest of the stack.
+scale:
+	$(COMPOSE) up --detach --no-recreate --scale consumer=$(N) consumer
+
+# Another producer run against the consumers that are up: make produce ARGS="--count 1000000".
+# --no-deps, or compose would first set the consumers back to their configured replica count.
+produce:
+	$(COMPOSE) run --rm --no-deps producer $(ARGS)
+
+# Python and Redis base images built from Debian packages, for hosts that cannot pull images.
+images-offline:
+	bash scripts/images-offline.sh
+
+# A Docker engine and the compose plugin (installs and starts them where missing).
+docker-engine:
+	bash scripts/docker-engine.sh start
+
+docker-engine-stop:
+	bash scripts/docker-engine.sh stop

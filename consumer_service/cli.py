@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 
 from consumer_service.service import ConsumerService
 from consumer_service.settings import parse_settings
-from exactsum.logs import setup_logging
+from exactsum.connection import FATAL_ERRORS
+from exactsum.logs import set_context, setup_logging
+from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
     settings = parse_settings(argv)
-    stop = threading.Event()
-    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
-    service = ConsumerService(settings)
-    setup_logging(settings.log_level, settings.log_format, service="consumer",
-                  identity=service.consumer_id)
-    return service.serve(stop)
+    if stop is None:
+        stop = threading.Event()
+        stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    try:
+        service = ConsumerService(settings)
+        setup_logging(settings.log_level, settings.log_format, service="consumer",
+                      identity=service.consumer_id)
+        set_context(consumer=service.consumer_id)
+        return service.serve(stop)
+    except MetricsServerError as exc:
+        sys.stderr.write(f"consumer: error: {exc}\n")
+        return 2
+    except FATAL_ERRORS as exc:
+        sys.stderr.write(f"consumer: error: {type(exc).__name__}: {exc}\n")
+        return 2

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -23,21 +24,34 @@ log = logging.getLogger("consumer.heartbeat")
 
 class Heartbeat(threading.Thread):
     def __init__(
-        self, client: redis.Redis, keys: Keys, consumer_id: str, *, ttl: float, threads: int
+        self, client: redis.Redis, keys: Keys, consumer_id: str, *, ttl: float, threads: int,
+        committed: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.client, self.keys, self.consumer_id = client, keys, consumer_id
         self.ttl_ms = int(ttl * 1000)
         self.interval = ttl / 3
         self.stopping = threading.Event()
-        self.info = json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "threads": threads,
-             "started": time.time()}
-        )
+        self.facts = {"host": socket.gethostname(), "pid": os.getpid(), "threads": threads,
+                      "started": time.time()}
+        self.info = json.dumps(self.facts)
+        # For status and the dashboard: items committed so far and the rate since the last beat.
+        self.committed = committed
+        self._last = (time.monotonic(), 0)
+
+    def _info(self) -> str:
+        if self.committed is None:
+            return self.info
+        now, done = time.monotonic(), self.committed()
+        then, before = self._last
+        self._last = (now, done)
+        rate = (done - before) / (now - then) if now > then else 0.0
+        return json.dumps({**self.facts, "committed": done, "rate": round(rate, 1),
+                           "at": time.time()})
 
     def beat(self) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.heartbeat(self.consumer_id), self.info, px=self.ttl_ms)
+        pipe.set(self.keys.heartbeat(self.consumer_id), self._info(), px=self.ttl_ms)
         pipe.zadd(self.keys.consumers, {self.consumer_id: int(time.time() * 1000)})
         pipe.execute()
 

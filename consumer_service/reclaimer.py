@@ -16,7 +16,9 @@ import time
 import redis
 
 from exactsum.connection import RetryAborted, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.runs import expire_finished_runs
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.reclaimer")
@@ -25,13 +27,15 @@ log = logging.getLogger("consumer.reclaimer")
 class Reclaimer(threading.Thread):
     def __init__(
         self, client: redis.Redis, keys: Keys, scripts: Scripts, consumer_id: str,
-        *, interval: float,
+        *, interval: float, events: ConsumerEvents = NO_CONSUMER_EVENTS,
     ) -> None:
         super().__init__(name="reclaimer", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
         self.consumer_id = consumer_id
         self.interval = interval
+        self.events = events
         self.stopping = threading.Event()
+        self._next_retention = 0.0
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
@@ -66,11 +70,18 @@ class Reclaimer(threading.Thread):
             ))
             if moved > 0:
                 moved_total += moved
+                self.events.on_reclaim(moved)
                 log.warning("reclaimed %d elements from %s: its heartbeat expired", moved, key)
         self._forget_departed()
         return moved_total
 
     def _forget_departed(self) -> None:
-        """Drop consumers whose heartbeat lapsed long ago from the status registry."""
+        """Drop consumers whose heartbeat lapsed long ago from the status registry, and give
+        finished runs their retention time now and then."""
         cutoff = int((time.time() - 3600) * 1000)
         self.client.zremrangebyscore(self.keys.consumers, 0, cutoff)
+        now = time.monotonic()
+        if now >= self._next_retention:
+            expire_finished_runs(self.client, self.keys)
+            # Expiry is not urgent: one retention pass per ten sweeps.
+            self._next_retention = now + 10 * self.interval

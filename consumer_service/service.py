@@ -17,12 +17,15 @@ import time
 import uuid
 from functools import partial
 
+from consumer_service.failures import FailureInjector
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
 from consumer_service.worker import Worker
-from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.metrics import ConsumerMetrics
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer")
@@ -41,17 +44,23 @@ class ConsumerService:
         self.keys = Keys(settings.key_prefix)
         self.stop_claiming = threading.Event()
         self.halt = threading.Event()
+        self.wake = threading.Event()  # a signal or a worker's fatal error
         url, timeout = settings.redis_url, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
+        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
+                        if settings.metrics_port else None)
+        events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
         self.heartbeat = Heartbeat(
             make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
                         name=f"{self.consumer_id}-hb"),
             self.keys, self.consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
+            committed=lambda: sum(w.committed_items for w in self.workers),
         )
         self.reclaimer = Reclaimer(
             make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
             self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
+            events=events,
         )
         self.workers = [
             Worker(
@@ -60,12 +69,16 @@ class ConsumerService:
                 block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
                 work_io_ms=settings.work_io_ms,
+                failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
+                max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
             )
             for i in range(settings.threads)
         ]
 
     def serve(self, stop: threading.Event) -> int:
         """Run until ``stop`` is set; return the exit status."""
+        if self.metrics is not None:
+            self.metrics.serve(self.settings.metrics_addr, self.settings.metrics_port)
         try:
             retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
         except RetryAborted:
@@ -79,8 +92,19 @@ class ConsumerService:
         self.reclaimer.start()
         for worker in self.workers:
             worker.start()
-        stop.wait()
-        return self.shutdown()
+        def relay_stop() -> None:
+            stop.wait()
+            self.wake.set()
+
+        threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
+        self.wake.wait()
+        status = self.shutdown()
+        errors = [w.error for w in self.workers if w.error is not None]
+        if errors:
+            if isinstance(errors[0], FATAL_ERRORS):
+                raise errors[0]
+            return 1
+        return status
 
     def shutdown(self) -> int:
         started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ class ConsumerSettings:
     work_cpu_us: float
     work_io_ms: float
     id_file: str | None
+    max_attempts: int
+    fail_rate: float
+    flaky_rate: float
+    metrics_port: int
+    metrics_addr: str
 
     @property
     def heartbeat_interval(self) -> float:
@@ -63,7 +69,21 @@ def build_parser() -> EnvParser:
         help="simulated I/O wait per item, in milliseconds (releases the GIL)")
     add("--id-file", env="CONSUMER_ID_FILE", default=None,
         help="write this consumer's id to FILE at start (read by the health check)")
+    add("--max-attempts", env="CONSUMER_MAX_ATTEMPTS", default=3, type=positive_int,
+        help="processing attempts of a batch before it goes to dead letters")
+    add("--fail-rate", env="CONSUMER_FAIL_RATE", default=0.0, type=share,
+        help="share of items that always fail (poison), for tests and demos")
+    add("--flaky-rate", env="CONSUMER_FLAKY_RATE", default=0.0, type=share,
+        help="share of processing attempts that fail once, for tests and demos")
+    parser.add_metrics_options("CONSUMER_METRICS_PORT")
     return parser
+
+
+def share(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:

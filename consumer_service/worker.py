@@ -20,8 +20,11 @@ from typing import Any, cast
 
 import redis
 
+from consumer_service.failures import FailureInjector
 from exactsum.connection import RetryAborted, retrying
+from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.scripts import Scripts
 
@@ -54,6 +57,10 @@ class Worker(threading.Thread):
         halt: threading.Event,
         work_cpu_us: float = 0.0,
         work_io_ms: float = 0.0,
+        failures: FailureInjector | None = None,
+        max_attempts: int = 3,
+        on_fatal: Callable[[], None] = lambda: None,
+        events: ConsumerEvents = NO_CONSUMER_EVENTS,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -63,6 +70,11 @@ class Worker(threading.Thread):
         self.stop_claiming = stop_claiming
         self.halt = halt
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
+        self.failures = failures or FailureInjector()
+        self.max_attempts = max_attempts
+        self.on_fatal = on_fatal
+        self.events = events
+        self.error: BaseException | None = None
         self.pending: deque[bytes] = deque()
         self.resync = True
         self.committed_items = 0
@@ -95,6 +107,16 @@ class Worker(threading.Thread):
         return element
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            # A worker that dies leaves its claims in its list for the reclaimer, but a service
+            # with a dead worker must not go on looking healthy: tell the service to stop.
+            self.error = exc
+            log.exception("%s: stopped by an error it cannot retry", self.name)
+            self.on_fatal()
+
+    def _loop(self) -> None:
         while not self.stop_claiming.is_set():
             try:
                 element = retrying(self._claim, "claim", log, stop=self.stop_claiming,
@@ -112,16 +134,24 @@ class Worker(threading.Thread):
                 return
             finally:
                 self.busy = False
+                bind_run(None)
 
     # -- processing ------------------------------------------------------------------------
 
     def handle(self, element: bytes) -> None:
+        taken = time.monotonic()
         try:
             batch = decode(element)
         except ForeignElement as exc:
             self._dead_letter_foreign(element, str(exc))
             return
+        bind_run(batch.run_id)
         simulate_work(batch.count, self.work_cpu_us, self.work_io_ms)
+        if self.failures.active:
+            reasons = self.failures.failures(batch)
+            if reasons:
+                self._failed(element, batch, reasons)
+                return
         rk = self.keys.run(batch.run_id)
         status, left = self._call(
             "commit",
@@ -133,10 +163,13 @@ class Worker(threading.Thread):
         )
         if status == COUNTED:
             self.committed_items += batch.count
+            self.events.on_commit(batch, time.monotonic() - taken)
         elif status == ALREADY_COUNTED:
+            self.events.on_refused(batch, "already_counted")
             log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                      batch.run_id, batch.seq)
         elif status == FENCED:
+            self.events.on_refused(batch, "fenced")
             log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
                         "holds it now counts it", self.name, batch.run_id, batch.seq)
         elif status == UNKNOWN_RUN:
@@ -151,16 +184,39 @@ class Worker(threading.Thread):
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
-        return int(reply[0]), int(reply[1])
+        return int(reply[0]), int(reply[-1])
+
+    def _failed(self, element: bytes, batch: Batch, reasons: list[str]) -> None:
+        """Processing failed: another attempt, or dead letters once attempts are used up."""
+        rk = self.keys.run(batch.run_id)
+        reply = retrying(
+            lambda: self.scripts.retry(
+                keys=[self.inflight, self.keys.queue, rk.attempts, rk.done],
+                args=[element, batch.seq, self.max_attempts],
+            ),
+            "retry", log, stop=self.halt, on_error=self._mark_resync,
+        )
+        status, attempts, left = (int(x) for x in reply)
+        summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5
+                                             else "")
+        if status == 1:
+            log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
+                        batch.run_id, batch.seq, attempts, self.max_attempts, summary)
+            self.events.on_retry(batch)
+        elif status == 2:
+            self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
+                                    attempts=attempts)
+            return
+        self._note_left(left)
 
     def _note_left(self, left: int) -> None:
         if left > len(self.pending):
             self.resync = True
             self.pending.clear()
 
-    def _entry(self, element: bytes, reason: str) -> str:
+    def _entry(self, element: bytes, reason: str, **facts: object) -> str:
         return json.dumps(
-            {"reason": reason, "consumer": self.consumer_id, "at": time.time(),
+            {"reason": reason, **facts, "consumer": self.consumer_id, "at": time.time(),
              "element_b64": base64.b64encode(element).decode()}
         )
 
@@ -175,19 +231,24 @@ class Worker(threading.Thread):
         if status == 1:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
+            self.events.on_foreign()
         self._note_left(left)
 
-    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str) -> None:
+    def _dead_letter_batch(self, element: bytes, batch: Batch, reason: str,
+                           attempts: int = 1) -> None:
         rk = self.keys.run(batch.run_id)
+        entry = self._entry(element, reason, run=batch.run_id, seq=batch.seq, items=batch.count,
+                            attempts=attempts)
         status, left = self._call(
             "dead-letter",
             lambda: self.scripts.dead_letter(
                 keys=[self.inflight, rk.done, rk.dead, rk.dead_items],
-                args=[element, batch.seq, batch.count, self._entry(element, reason)],
+                args=[element, batch.seq, batch.count, entry],
             ),
         )
         if status == 1:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
+            self.events.on_dead_letter(batch)
         self._note_left(left)
 

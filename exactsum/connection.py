@@ -10,6 +10,7 @@ make is safe to send twice, which is what makes retrying safe at all.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,10 +35,43 @@ class RetryAborted(Exception):
     """Raised by :func:`retrying` when it was told to stop, or its deadline passed."""
 
 
+class CredentialsError(ValueError):
+    """The credentials named in the environment cannot be read."""
+
+
+# Errors that end a service with exit status 2 and one line, rather than a traceback: retrying
+# cannot fix them, the operator must.
+FATAL_ERRORS: tuple[type[Exception], ...] = (
+    CredentialsError,
+    redis.AuthenticationError,
+    redis.exceptions.NoPermissionError,
+)
+
+
+def credentials_from_env() -> dict[str, str]:
+    """Username and password from ``REDIS_USERNAME`` and ``REDIS_PASSWORD_FILE`` (a Docker
+    secret) or ``REDIS_PASSWORD``; they override what the URL says. Never from the command
+    line, where ``ps`` would show them."""
+    found: dict[str, str] = {}
+    if os.environ.get("REDIS_USERNAME"):
+        found["username"] = os.environ["REDIS_USERNAME"]
+    path = os.environ.get("REDIS_PASSWORD_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as secret:
+                found["password"] = secret.read().rstrip("\r\n")
+        except OSError as exc:
+            raise CredentialsError(f"REDIS_PASSWORD_FILE {path}: {exc.strerror}") from None
+    elif os.environ.get("REDIS_PASSWORD"):
+        found["password"] = os.environ["REDIS_PASSWORD"]
+    return found
+
+
 def make_client(url: str, *, socket_timeout: float, name: str | None = None) -> redis.Redis:
     """A client whose commands fail fast instead of being re-sent behind our back."""
     client: redis.Redis = redis.Redis.from_url(
         url,
+        **credentials_from_env(),
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, 5.0),
         socket_keepalive=True,
@@ -71,6 +105,8 @@ def retrying(
         try:
             return operation()
         except TRANSIENT_ERRORS as exc:
+            if isinstance(exc, redis.AuthenticationError):
+                raise  # wrong credentials do not get better by waiting
             attempt += 1
             delay = backoff.compute(attempt)
             log.warning(

@@ -19,6 +19,9 @@ The layout (prefix ``pc`` by default, see ``KEY_PREFIX``)::
     pc:run:<id>:by_consumer        hash    consumer id -> items it committed
     pc:run:<id>:stale              string  commits refused because the claim or the batch was no
                                            longer the committer's (late returners, re-sent commits)
+    pc:run:<id>:attempts           hash    batch number -> failed processing attempts so far
+    pc:run:<id>:dropped            list    dead letters an operator dropped (still accounted)
+    pc:dropped                     list    dropped dead letters of no run
 
 The ``<consumer>`` and ``<id>`` parts never contain ``:``, so a key splits back into its parts.
 """
@@ -37,6 +40,8 @@ RUN_KEY_SUFFIXES = (
     "dead",
     "by_consumer",
     "stale",
+    "attempts",
+    "dropped",
 )
 
 
@@ -53,6 +58,8 @@ class RunKeys:
     dead: str
     by_consumer: str
     stale: str
+    attempts: str
+    dropped: str
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in RUN_KEY_SUFFIXES]
@@ -75,6 +82,10 @@ class Keys:
     @property
     def dead(self) -> str:
         return f"{self.prefix}:dead"
+
+    @property
+    def dropped(self) -> str:
+        return f"{self.prefix}:dropped"
 
     @property
     def reclaimed(self) -> str:

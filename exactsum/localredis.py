@@ -32,6 +32,9 @@ class LocalRedis:
         *,
         fsync: str = "always",
         extra_args: list[str] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
@@ -41,19 +44,33 @@ class LocalRedis:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="exactsum-redis-"))
         self.fsync = fsync
         self.extra_args = extra_args or []
+        self.username, self.password = username, password
+        # A directory with cert.pem and key.pem: serve TLS only, with that self-signed pair.
+        self.tls_dir = tls_dir
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls_dir:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_dir / 'cert.pem'}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis.from_url(self.url, socket_timeout=5, username=self.username,
+                                    password=self.password)
 
     def start(self, timeout: float = 10.0) -> None:
+        if self.tls_dir:
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.tls_dir / "cert.pem"),
+                     "--tls-key-file", str(self.tls_dir / "key.pem"),
+                     "--tls-ca-cert-file", str(self.tls_dir / "cert.pem"),
+                     "--tls-auth-clients", "no"]
+        else:
+            ports = ["--port", str(self.port)]
         args = [
             self.binary or "redis-server",
-            "--port", str(self.port),
+            *ports,
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--appendonly", "yes",

@@ -54,6 +54,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return value
+
+
 def flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -111,7 +118,8 @@ class EnvParser(argparse.ArgumentParser):
         """Options both services share: where Redis is, the key prefix, logging."""
         self.add_env_option(
             "--redis-url", env="REDIS_URL", default="redis://localhost:6379/0",
-            help="Redis to use (redis://, rediss:// or unix://)",
+            help="Redis to use (redis://, rediss:// for TLS, or unix://); credentials come "
+            "from REDIS_USERNAME and REDIS_PASSWORD_FILE or REDIS_PASSWORD, or the URL",
         )
         self.add_env_option(
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
@@ -124,4 +132,15 @@ class EnvParser(argparse.ArgumentParser):
         self.add_env_option(
             "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
             help="log line format",
+        )
+
+    def add_metrics_options(self, port_env: str) -> None:
+        """Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given."""
+        self.add_env_option(
+            "--metrics-port", env=port_env, default=0, type=port,
+            help="serve Prometheus metrics on this port at /metrics (0: off)",
+        )
+        self.add_env_option(
+            "--metrics-addr", env="METRICS_ADDR", default="0.0.0.0",
+            help="address the metrics server listens on",
         )

@@ -34,6 +34,7 @@ class Batch:
     count: int
     total: int  # the exact sum of the batch's values (a Python int, may exceed 64 bits)
     pushed_us: int
+    values: list[int]
 
 
 def encode(run_id: str, seq: int, values: Sequence[int], pushed_us: int | None = None) -> bytes:
@@ -68,4 +69,4 @@ def decode(element: bytes) -> Batch:
         raise ForeignElement("a value is not an integer") from None
     if min(values) < INT64_MIN or max(values) > INT64_MAX:
         raise ForeignElement("a value is outside signed 64 bits")
-    return Batch(run_raw.decode(), seq, count, sum(values), int(time_raw))
+    return Batch(run_raw.decode(), seq, count, sum(values), int(time_raw), values)

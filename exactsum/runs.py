@@ -12,10 +12,11 @@ import base64
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import redis
 
-from exactsum.keys import Keys, RunKeys
+from exactsum.keys import RUN_KEY_SUFFIXES, Keys, RunKeys
 from exactsum.protocol import ForeignElement, decode
 
 
@@ -47,13 +48,16 @@ class RunPlan:
 def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) -> None:
     """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
 
+    ``producer`` must be unique to this producer process: a call re-sent after a lost reply
+    finds its own name in the meta and goes on, where another producer's run is refused.
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state`.
     """
     rk = keys.run(plan.run_id)
     now_ms = int(time.time() * 1000)
-    created = client.hsetnx(rk.meta, "items", plan.items)
-    if not created:
+    if not client.hsetnx(rk.meta, "producer", producer) and (
+        client.hget(rk.meta, "producer") != producer.encode()
+    ):
         raise ValueError(f"run id {plan.run_id!r} already exists; pick another --run-id")
     client.hset(
         rk.meta,
@@ -61,8 +65,8 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) ->
             "batch_size": plan.batch_size,
             "batches": plan.batches,
             "state": "pushing",
+            "items": plan.items,
             "started_ms": now_ms,
-            "producer": producer,
         },
     )
     client.zadd(keys.runs, {plan.run_id: now_ms})
@@ -75,13 +79,45 @@ def set_state(
     client.hset(keys.run(run_id).meta, mapping=mapping)  # type: ignore[arg-type]
 
 
+FINAL_STATES = frozenset({"verified", "unverified", "dead-lettered"})
+# Each side expires the keys it writes, so neither needs write access to the other's keys
+# (with the ACL users of exactsum.acl, the producer cannot touch a sum, not even its TTL).
+PRODUCER_WRITES = ("meta", "pushed")
+
+
 def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -> None:
-    """Let a finished run's keys go after ``retention_s`` seconds, so Redis memory comes back."""
+    """The producer's part of retention: its own keys go after ``retention_s`` seconds. The
+    consumers expire the rest when they see the run finished (:func:`expire_finished_runs`)."""
+    rk = keys.run(run_id)
     pipe = client.pipeline(transaction=False)
-    for key in keys.run(run_id).all():
-        pipe.expire(key, retention_s)
-    pipe.zremrangebyscore(keys.runs, 0, int((time.time() - retention_s) * 1000))
+    for name in PRODUCER_WRITES:
+        pipe.expire(getattr(rk, name), retention_s)
     pipe.execute()
+
+
+def expire_finished_runs(client: redis.Redis, keys: Keys) -> int:
+    """The consumers' part of retention: give the keys they wrote for each finished run the
+    run's retention time (only where no expiry is set yet), and forget runs whose meta is gone.
+    Returns the number of runs forgotten."""
+    run_ids = [r.decode() for r in cast(list[bytes], client.zrange(keys.runs, 0, -1))]
+    if not run_ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipe.hmget(keys.run(run_id).meta, ["state", "retention_s"])
+    metas = pipe.execute()
+    gone = [run_id for run_id, (state, _) in zip(run_ids, metas, strict=True) if state is None]
+    for run_id, (state, retention) in zip(run_ids, metas, strict=True):
+        if state is None or state.decode() not in FINAL_STATES or retention is None:
+            continue
+        rk = keys.run(run_id)
+        for name in RUN_KEY_SUFFIXES:
+            if name not in PRODUCER_WRITES:
+                pipe.expire(getattr(rk, name), int(retention), nx=True)
+    if gone:
+        pipe.zrem(keys.runs, *gone)
+    pipe.execute()
+    return len(gone)
 
 
 @dataclass(frozen=True)
@@ -116,6 +152,7 @@ class Audit:
     duplicated: int
     dead_lettered: int
     dead_sum: int
+    dropped: int
     stale_commits: int
     by_consumer: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -150,16 +187,19 @@ class Audit:
         return out
 
 
-def _dead_sum(entries: list[bytes]) -> tuple[int, list[str]]:
-    """The exact sum of the dead-lettered batches, re-read from the entries themselves."""
-    total, problems = 0, []
+def _dead_totals(entries: list[bytes]) -> tuple[int, int, list[str]]:
+    """Items and exact sum of dead-lettered batches, re-read from the entries themselves."""
+    items = total = 0
+    problems = []
     for raw in entries:
         try:
-            entry = json.loads(raw)
-            total += decode(base64.b64decode(entry["element_b64"])).total
+            batch = decode(base64.b64decode(json.loads(raw)["element_b64"]))
         except (ValueError, KeyError, ForeignElement) as exc:
             problems.append(f"unreadable dead-letter entry: {exc}")
-    return total, problems
+            continue
+        items += batch.count
+        total += batch.total
+    return items, total, problems
 
 
 def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> Audit:
@@ -181,15 +221,16 @@ def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> 
     pipe.get(rk.stale)
     pipe.hgetall(rk.by_consumer)
     pipe.lrange(rk.dead, 0, -1)
-    committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries = (
-        pipe.execute()
-    )
+    pipe.lrange(rk.dropped, 0, -1)
+    (committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries,
+     dropped_entries) = pipe.execute()
     problems: list[str] = []
     if pushed_bits != plan.batches:
         problems.append(f"{pushed_bits} batches marked pushed, {plan.batches} planned")
     resolved = plan.items_in(int(done_bits), bool(last_bit) and plan.batches > 0)
     committed_n, dead_n = int(committed or 0), int(dead or 0)
-    dead_sum, dead_problems = _dead_sum(dead_entries)
+    _, dead_sum, dead_problems = _dead_totals(dead_entries + dropped_entries)
+    dropped_items, _, _ = _dead_totals(dropped_entries)
     return Audit(
         run_id=plan.run_id,
         produced=plan.items,
@@ -200,6 +241,7 @@ def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> 
         duplicated=committed_n + dead_n - resolved,
         dead_lettered=dead_n,
         dead_sum=dead_sum,
+        dropped=dropped_items,
         stale_commits=int(stale or 0),
         by_consumer={k.decode(): int(v) for k, v in by_consumer.items()},
         problems=problems + dead_problems,

@@ -24,6 +24,9 @@ class Scripts:
     dead_letter: Script
     dead_letter_foreign: Script
     reclaim: Script
+    retry: Script
+    requeue_dead: Script
+    drop_dead: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -33,4 +36,7 @@ class Scripts:
             dead_letter=client.register_script(_source("dead_letter")),
             dead_letter_foreign=client.register_script(_source("dead_letter_foreign")),
             reclaim=client.register_script(_source("reclaim")),
+            retry=client.register_script(_source("retry")),
+            requeue_dead=client.register_script(_source("requeue_dead")),
+            drop_dead=client.register_script(_source("drop_dead")),
         )

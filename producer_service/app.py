@@ -13,7 +13,10 @@ import uuid
 import redis
 
 from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys
+from exactsum.logs import set_context
+from exactsum.metrics import ProducerMetrics
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
 from exactsum.scripts import Scripts
 from producer_service import report
@@ -41,12 +44,18 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
                               settings.batch)
 
     run_id = settings.run_id or new_run_id()
+    set_context(run=run_id)
     plan = RunPlan(run_id, source.items, settings.batch)
     client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
     scripts = Scripts.register(client)
     started = time.monotonic()
     deadline = started + settings.timeout
-    producer_name = f"{socket.gethostname()}:{os.getpid()}"
+    producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    metrics = None
+    if settings.metrics_port:
+        metrics = ProducerMetrics(keys, settings.redis_url)
+        metrics.start_run(run_id)
+        metrics.serve(settings.metrics_addr, settings.metrics_port)
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
@@ -59,7 +68,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     pusher = Pusher(client, keys, scripts, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, max_queue_items=settings.max_queue, stop=stop,
-                    deadline=deadline, rate=settings.rate)
+                    deadline=deadline, rate=settings.rate, events=metrics or NO_PRODUCER_EVENTS)
     progress = ProgressReporter(
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
@@ -99,7 +108,8 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     status = report.exit_status(result, timed_out)
     final_state = {0: "verified", 3: "dead-lettered"}.get(status, "unverified")
     try:
-        retrying(lambda: set_state(client, keys, run_id, final_state),
+        retrying(lambda: set_state(client, keys, run_id, final_state,
+                                   retention_s=settings.retention),
                  "record verdict", log, deadline=time.monotonic() + 30)
         retrying(lambda: expire_run(client, keys, run_id, settings.retention),
                  "set retention", log, deadline=time.monotonic() + 30)

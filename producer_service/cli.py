@@ -7,20 +7,22 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from exactsum.connection import RetryAborted
+from exactsum.connection import FATAL_ERRORS, RetryAborted
 from exactsum.logs import setup_logging
+from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
 from producer_service.app import EXIT_USAGE, run
 from producer_service.settings import parse_settings
 from producer_service.source import InputError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
     settings = parse_settings(argv)
     setup_logging(settings.log_level, settings.log_format, service="producer",
                   identity=settings.run_id or "-")
-    stop = threading.Event()
-    stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
+    if stop is None:
+        stop = threading.Event()
+        stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
         return run(settings, stop)
     except InputError as exc:
@@ -29,3 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryAborted as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return 1
+    except MetricsServerError as exc:
+        sys.stderr.write(f"producer: error: {exc}\n")
+        return EXIT_USAGE
+    except FATAL_ERRORS as exc:
+        sys.stderr.write(f"producer: error: {type(exc).__name__}: {exc}\n")
+        return EXIT_USAGE

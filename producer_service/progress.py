@@ -64,6 +64,6 @@ class ProgressReporter(threading.Thread):
             sys.stderr.flush()
         else:
             log.info(
-                "progress: produced %d/%d, committed %d, dead-lettered %d, queue depth %d "
+                "produced %d/%d, committed %d, dead-lettered %d, queue depth %d "
                 "elements, %.0f items/s", pushed, self.total, committed, dead, depth, rate,
             )

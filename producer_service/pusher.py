@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from exactsum.connection import retrying
+from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import encode_text
 from exactsum.scripts import Scripts
@@ -46,6 +47,7 @@ class Pusher:
         stop: threading.Event,
         deadline: float,
         rate: float = 0.0,
+        events: ProducerEvents = NO_PRODUCER_EVENTS,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -60,6 +62,7 @@ class Pusher:
         self.stop = stop
         self.deadline = deadline
         self.rate = rate
+        self.events = events
         self._lock = threading.Lock()
         self._drawn_items = 0
         self._started = 0.0
@@ -110,14 +113,17 @@ class Pusher:
                 )
             )
             if handled:
+                items = sum(b.count for b in chunk[:handled])
                 with self._lock:
-                    self.pushed_items += sum(b.count for b in chunk[:handled])
+                    self.pushed_items += items
+                self.events.on_push(self.run_id, handled, items)
                 chunk, args = chunk[handled:], args[2 * handled :]
                 pause = 0.002
                 continue
             # The queue is at its bound: wait for the consumers, as queue.Queue.put() would.
             with self._lock:
                 self.waits += 1
+            self.events.on_wait(self.run_id)
             if self.stop.wait(pause):
                 return
             pause = min(pause * 2, 0.05)

@@ -43,6 +43,8 @@ class ProducerSettings:
     json: bool
     progress_interval: float
     rate: float
+    metrics_port: int
+    metrics_addr: str
 
 
 def build_parser() -> EnvParser:
@@ -81,6 +83,7 @@ def build_parser() -> EnvParser:
         "possible); for latency measurements")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
+    parser.add_metrics_options("PRODUCER_METRICS_PORT")
     return parser
 
 

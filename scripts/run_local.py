@@ -11,7 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
 
 
@@ -25,6 +27,12 @@ def main(argv: list[str]) -> int:
             for _ in range(consumers)
         ]
         try:
+            # Like compose's health check: start the run once every consumer has a heartbeat,
+            # so that even a short run spreads over all of them.
+            client, registry = server.client(), Keys(env.get("KEY_PREFIX", "pc")).consumers
+            deadline = time.monotonic() + 30
+            while client.zcard(registry) < consumers and time.monotonic() < deadline:
+                time.sleep(0.05)
             return subprocess.call([sys.executable, "-m", "producer_service", *argv], env=env)
         finally:
             for proc in procs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -131,3 +132,18 @@ def assert_exact(report: dict[str, Any], items: int) -> None:
     assert report["sum"] == report["expected_sum"], report
     assert sum(report["by_consumer"].values()) == items, report
     assert report["exact"] is True, report
+
+
+def numbers_file(tmp_path: Path, count: int, seed: int = 7) -> tuple[Path, int]:
+    rng = random.Random(seed)
+    values = [rng.randint(-1000, 100_000) for _ in range(count)]
+    path = tmp_path / "numbers.txt"
+    path.write_text("".join(f"{v}\n" for v in values))
+    return path, sum(values)
+
+
+def finish(producer: Proc, timeout: float = 90) -> dict[str, Any]:
+    status = producer.wait(timeout=timeout)
+    report = producer.report()
+    assert status == 0, (report, producer.stderr[-3000:])
+    return report

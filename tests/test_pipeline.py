@@ -7,7 +7,6 @@ reclaimed, commits were fenced), so that it cannot pass by missing its moment.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from pathlib import Path
@@ -17,19 +16,11 @@ import redis
 
 from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
-from tests.procs import Proc, Services, assert_exact, committed, wait_until
+from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 
 ITEMS = 200_000
 # Fast fault detection for tests; the defaults (5 s TTL) are exercised by the SIGKILL test.
 QUICK_LIVENESS = ("--heartbeat-ttl", "2", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
-
-
-def numbers_file(tmp_path: Path, count: int, seed: int = 7) -> tuple[Path, int]:
-    rng = random.Random(seed)
-    values = [rng.randint(-1000, 100_000) for _ in range(count)]
-    path = tmp_path / "numbers.txt"
-    path.write_text("".join(f"{v}\n" for v in values))
-    return path, sum(values)
 
 
 def inflight_of(client: redis.Redis, keys: Keys, consumer_id: str) -> int:
@@ -41,13 +32,6 @@ def inflight_of(client: redis.Redis, keys: Keys, consumer_id: str) -> int:
 
 def reclaimed(client: redis.Redis, keys: Keys) -> int:
     return int(client.get(keys.reclaimed) or 0)
-
-
-def finish(producer: Proc, timeout: float = 90) -> dict[str, object]:
-    status = producer.wait(timeout=timeout)
-    report = producer.report()
-    assert status == 0, (report, producer.stderr[-3000:])
-    return report
 
 
 @pytest.mark.timeout(120)
@@ -254,3 +238,18 @@ def test_timeout_without_consumers_reports_unverified(services: Services) -> Non
     report = producer.report()
     assert report["timed_out"] is True and report["exact"] is False
     assert report["lost"] == 1000 and report["committed"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_finished_runs_expire_after_their_retention(
+    services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path, total = numbers_file(tmp_path, 5_000)
+    services.consumer("--reclaim-interval", "0.2")
+    report = finish(services.producer("--input", str(path), "--retention", "2"))
+    assert_exact(report, 5_000)
+    assert report["sum"] == total
+    run_keys = f"{keys.prefix}:run:{report['run_id']}:*"
+    assert list(client.scan_iter(match=run_keys))
+    wait_until(lambda: not list(client.scan_iter(match=run_keys)), 15, "the run's keys to expire")
+    wait_until(lambda: client.zcard(keys.runs) == 0, 10, "the run to leave pc:runs")

@@ -239,3 +239,12 @@ def test_audit_counts_the_short_last_batch(
     result = audit(client, keys, plan, expected_sum=8)
     assert result.lost == (0 if last_committed else 1)
     assert result.exact is last_committed
+
+
+def test_create_run_is_idempotent_for_its_producer_only(client: redis.Redis, keys: Keys) -> None:
+    plan = RunPlan("r9", 10, 5)
+    create_run(client, keys, plan, "host:1:aa")
+    create_run(client, keys, plan, "host:1:aa")  # re-sent after a lost reply: fine
+    with pytest.raises(ValueError, match="already exists"):
+        create_run(client, keys, plan, "host:2:bb")
+    assert client.hget(keys.run("r9").meta, "items") == b"10"

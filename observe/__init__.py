@@ -1,0 +1,1 @@
+"""Seeing a run work: the status command and the live dashboard."""

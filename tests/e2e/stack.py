@@ -1,0 +1,246 @@
+"""A compose project for one end-to-end test: the compose CLI for the stack, the docker SDK for
+its containers, and ``redis-cli`` inside the Redis container to look at the run.
+
+Redis is not published on the host and the tests never reach into the containers' network:
+everything they read from Redis goes through ``docker compose exec``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+from docker.models.containers import Container
+
+from exactsum.keys import Keys
+from exactsum.localredis import free_port
+from exactsum.protocol import ForeignElement, decode
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOTENV = ROOT / ".env"
+
+# Tag of the images the tests build, so that they never replace a user's `latest`.
+IMAGE_TAG = "e2e"
+
+# Host variables that compose would hand to the services (the compose file passes them
+# through); a stray one, such as a REDIS_URL meant for a local redis-server, must not leak in.
+_SERVICE_VARS = re.compile(
+    r"^(REDIS_|KEY_PREFIX$|LOG_LEVEL$|LOG_FORMAT$|PRODUCER_|CONSUMER_|DASHBOARD_|METRICS_|"
+    r"EXACTSUM_IMAGE_|COMPOSE_)"
+)
+
+T = TypeVar("T")
+
+
+def base_images() -> dict[str, str]:
+    """PYTHON_IMAGE and REDIS_IMAGE from the environment, or else from the checkout's .env
+    (where `make images-offline` writes them). The tests give compose no .env of their own,
+    so that a developer's other settings there do not change what a test runs."""
+    found: dict[str, str] = {}
+    if DOTENV.exists():
+        for line in DOTENV.read_text(encoding="utf-8").splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() in ("PYTHON_IMAGE", "REDIS_IMAGE"):
+                found[name.strip()] = value.split(" #", 1)[0].strip().strip("\"'")
+    for name in ("PYTHON_IMAGE", "REDIS_IMAGE"):
+        if os.environ.get(name):
+            found[name] = os.environ[name]
+    return found
+
+
+def compose_env(settings: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not _SERVICE_VARS.match(k)}
+    env.update(base_images())
+    env["EXACTSUM_IMAGE_TAG"] = IMAGE_TAG
+    # The dashboard publishes a port on the host's loopback: a free one, not 8080.
+    env["DASHBOARD_PORT"] = str(free_port())
+    env.update(settings)
+    return env
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.3) -> T:
+    """Call ``probe`` until it returns something other than None or False; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class RunState:
+    """What Redis holds about one run, read while it is going on."""
+
+    items: int
+    expected_sum: int | None
+    committed: int
+    sum: int
+    dead_items: int
+    queued_items: int
+    queued_sum: int
+    inflight_keys: list[str]
+    heartbeats: list[str]
+
+
+class Stack:
+    """One compose project. Its settings are fixed for its life: compose recreates a service
+    whose settings change between two commands, which would be a different test."""
+
+    def __init__(self, client: docker.DockerClient, project: str, settings: Mapping[str, str]):
+        self.client = client
+        self.project = project
+        self.env = compose_env(settings)
+        self.keys = Keys(settings.get("KEY_PREFIX", "pc"))
+
+    # -- compose ---------------------------------------------------------------------------
+
+    def compose(self, *args: str, timeout: float = 180, check: bool = True,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose", "--env-file", os.devnull, "-f", str(COMPOSE_FILE),
+                   "-p", self.project, *args]
+        result = subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True,
+                                timeout=timeout, input=input,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(command[2:])} exited {result.returncode}\n"
+                f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def up(self, *services: str, scale: Mapping[str, int] | None = None,
+           no_deps: bool = False) -> None:
+        args = ["up", "--detach", "--no-build"]
+        if no_deps:
+            args.append("--no-deps")
+        for service, count in (scale or {}).items():
+            args += ["--scale", f"{service}={count}"]
+        self.compose(*args, *services)
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "2", check=False)
+        # One-off `run` containers that compose left behind, if any.
+        for container in self.containers(None, oneoff=None):
+            container.remove(force=True, v=True)
+
+    def logs(self, tail: int = 200) -> str:
+        result = self.compose("logs", "--no-color", "--timestamps", "--tail", str(tail),
+                              check=False, timeout=60)
+        return result.stdout + result.stderr
+
+    # -- containers ------------------------------------------------------------------------
+
+    def containers(self, service: str | None, oneoff: bool | None = False) -> list[Container]:
+        labels = [f"com.docker.compose.project={self.project}"]
+        if service:
+            labels.append(f"com.docker.compose.service={service}")
+        if oneoff is not None:
+            labels.append(f"com.docker.compose.oneoff={'True' if oneoff else 'False'}")
+        found = self.client.containers.list(all=True, filters={"label": labels})
+        return sorted(found, key=lambda c: c.name)
+
+    def container(self, service: str) -> Container:
+        found = self.containers(service)
+        assert len(found) == 1, f"expected one {service} container, found {len(found)}"
+        return found[0]
+
+    def wait_exit(self, container: Container, timeout: float) -> int:
+        status = container.wait(timeout=timeout)
+        return int(status["StatusCode"])
+
+    def healthy(self, service: str, count: int) -> bool:
+        found = self.containers(service)
+        for container in found:
+            container.reload()
+        return len(found) == count and all(
+            c.attrs["State"].get("Health", {}).get("Status") == "healthy" for c in found
+        )
+
+    @staticmethod
+    def report(container: Container) -> dict[str, Any]:
+        """The producer's JSON report, from its container's stdout."""
+        return Stack.report_from_text(container.logs(stdout=True, stderr=False).decode())
+
+    @staticmethod
+    def report_from_text(stdout: str) -> dict[str, Any]:
+        """The producer's JSON report: the last line of its stdout."""
+        lines = [line for line in stdout.splitlines() if line.strip()]
+        assert lines, "the producer printed no report"
+        report: dict[str, Any] = json.loads(lines[-1])
+        return report
+
+    # -- Redis, from inside its container --------------------------------------------------
+
+    def redis(self, *args: str, check: bool = True) -> list[str]:
+        result = self.compose("exec", "-T", "redis", "redis-cli", "--raw", *args, timeout=30,
+                              check=check)
+        return result.stdout.splitlines() if result.returncode == 0 else []
+
+    def number(self, key: str) -> int:
+        """An integer key's value; 0 when the key does not exist."""
+        lines = self.redis("GET", key)
+        return int(lines[0]) if lines and lines[0] else 0
+
+    def committed(self, run_id: str) -> int:
+        return self.number(self.keys.run(run_id).committed)
+
+    def reclaimed(self) -> int:
+        """Elements moved back to the queue: from dead consumers, or given back on a stop."""
+        return self.number(self.keys.reclaimed)
+
+    def run_state(self, run_id: str) -> RunState:
+        rk = self.keys.run(run_id)
+        meta_lines = self.redis("HGETALL", rk.meta)
+        meta = dict(zip(meta_lines[::2], meta_lines[1::2], strict=True))
+        queued_items = queued_sum = 0
+        for element in self.redis("LRANGE", self.keys.queue, "0", "-1"):
+            try:
+                batch = decode(element.encode())
+            except ForeignElement:
+                continue
+            if batch.run_id == run_id:
+                queued_items += batch.count
+                queued_sum += batch.total
+
+        number = self.number
+        return RunState(
+            items=int(meta["items"]),
+            expected_sum=int(meta["expected_sum"]) if "expected_sum" in meta else None,
+            committed=number(rk.committed),
+            sum=number(rk.sum),
+            dead_items=number(rk.dead_items),
+            queued_items=queued_items,
+            queued_sum=queued_sum,
+            inflight_keys=[k for k in self.redis("--scan", "--pattern",
+                                                 self.keys.inflight_pattern) if k],
+            heartbeats=[k for k in self.redis("--scan", "--pattern",
+                                              self.keys.heartbeat("*")) if k],
+        )
+
+    def wait_committed(self, run_id: str, at_least: int, timeout: float = 90) -> int:
+        return wait_for(f"{at_least} items of run {run_id} committed",
+                        lambda: (n := self.committed(run_id)) >= at_least and n, timeout)
+
+
+def assert_exact(report: Mapping[str, Any], count: int) -> None:
+    """The producer's verdict, checked field by field rather than trusted."""
+    assert report["produced"] == count, report
+    assert report["committed"] == count, report
+    assert report["sum"] == report["expected_sum"], report
+    assert report["lost"] == 0, report
+    assert report["duplicated"] == 0, report
+    assert report["dead_lettered"] == 0, report
+    assert sum(report["by_consumer"].values()) == count, report
+    assert report["exact"] is True, report
