@@ -172,7 +172,11 @@ class Soak:
         return float((elements - first[1]) * a.batch / (end - first[0]))
 
     def run_phase(self, client: redis.Redis, name: str, items: int, consumers: int,
-                  consumer_args: list[str]) -> tuple[Watch, dict[str, Any], float]:
+                  consumer_args: list[str], *, keep_serving: bool = False,
+                  ) -> tuple[Watch, dict[str, Any], float, list[subprocess.Popen[bytes]]]:
+        """One producer run. The consumers stay up until they have given the run's keys their
+        retention time (consumers expire the keys they write once the run is finished), or,
+        with ``keep_serving``, until the caller stops them."""
         a = self.args
         cons = {f"consumer{i}": self.start(f"{name}-consumer{i}", "consumer_service",
                                            ["--threads", str(a.threads), *consumer_args])
@@ -187,13 +191,21 @@ class Soak:
         observed = watch(client, {"producer": producer, **cons}, run_id, producer, a.interval)
         elapsed = time.monotonic() - started
         report = self.report_of(f"{name}-producer")
-        statuses = self.stop(list(cons.values()))
         if producer.returncode != 0 or not report.get("exact"):
             self.failures.append(f"{name}: producer exited {producer.returncode}: "
                                  f"{report.get('verdict')}")
+        if not keep_serving:
+            sum_key = f"{PREFIX}:run:{run_id}:sum"
+            deadline = time.monotonic() + 60
+            while int(client.ttl(sum_key)) < 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            self.stop_consumers(name, list(cons.values()))
+        return observed, report, elapsed, list(cons.values())
+
+    def stop_consumers(self, name: str, procs: list[subprocess.Popen[bytes]]) -> None:
+        statuses = self.stop(procs)
         if any(s != 0 for s in statuses):
             self.failures.append(f"{name}: consumer exit statuses {statuses}")
-        return observed, report, elapsed
 
     def execute(self) -> None:
         a = self.args
@@ -208,7 +220,7 @@ class Soak:
         # Burst: consumers at a tenth of the producer's rate, or slower.
         target = push_rate / 10
         work_io_ms = a.burst_consumers * a.threads * 1000 / target
-        burst, _, burst_s = self.run_phase(
+        burst, _, burst_s, _ = self.run_phase(
             client, "burst", a.burst_items, a.burst_consumers,
             ["--work-io-ms", f"{work_io_ms:.4f}"])
         bound = max(1, a.max_queue // a.batch)
@@ -224,7 +236,8 @@ class Soak:
         if push_rate / (a.burst_items / burst_s) < 10:
             self.failures.append("burst: the offered rate was under 10x the consumers' rate")
 
-        soak, soak_report, soak_s = self.run_phase(client, "soak", a.items, a.consumers, [])
+        soak, soak_report, soak_s, serving = self.run_phase(
+            client, "soak", a.items, a.consumers, [], keep_serving=True)
         self.figures["soak"] = {
             "items": a.items, "seconds": soak_s, "rate": a.items / soak_s,
             "deepest_queue": max(s.queue for s in soak.samples),
@@ -241,15 +254,18 @@ class Soak:
             if growth > a.max_rss_growth_kib:
                 self.failures.append(f"burst: {name} RSS grew {growth} KiB from 10% to the end")
 
-        # Both runs' keys expire after the retention; then Redis must be back at its baseline.
+        # Both runs' keys expire after the retention, while the soak's consumers keep serving
+        # (they give finished runs' keys their expiry and forget runs whose keys are gone);
+        # then the consumers leave, and Redis must be back at its baseline.
         waited_from = time.monotonic()
         deadline = waited_from + a.retention + 60
         while time.monotonic() < deadline:
-            left = [k for k in client.scan_iter(match=f"{PREFIX}:run:*", count=1000)]
+            left = list(client.scan_iter(match=f"{PREFIX}:run*", count=1000))
             if not left:
                 break
             time.sleep(0.5)
         self.figures["expired_after_s"] = time.monotonic() - waited_from
+        self.stop_consumers("soak", serving)
         time.sleep(1.0)
         after = used_memory(client)
         keys_left = sorted(k.decode() for k in client.scan_iter(count=1000))
@@ -262,7 +278,7 @@ class Soak:
         time.sleep(0.2)
         after_reset = used_memory(client)
         self.figures["redis_after_resetstat"] = after_reset
-        if any(k.startswith(f"{PREFIX}:run:") for k in keys_left):
+        if any(k.startswith(f"{PREFIX}:run") for k in keys_left):
             self.failures.append("run keys still there after the retention")
         if after_reset - baseline > a.max_redis_growth:
             self.failures.append(f"Redis used_memory {after_reset} (after CONFIG RESETSTAT) is "
