@@ -40,6 +40,7 @@ class ChaosResult:
     reclaimed: int = 0
     stale_commits: int = 0
     refusals_logged: int = 0
+    retried: int = 0
     producer_status: int | None = None
     producer_exact: bool = False
     consumer_exits: dict[str, int | None] = field(default_factory=dict)
@@ -89,6 +90,7 @@ def result_table(r: ChaosResult) -> str:
         ("duplicated", str(r.duplicated)),
         ("dead-lettered", str(r.dead_lettered)),
         ("reclaimed", f"{r.reclaimed:,} elements moved back from dead or absent consumers"),
+        ("flaky failures retried", f"{r.retried:,} (retry.lua put the batch back on the queue)"),
         ("stale commits refused", f"{r.stale_commits:,} by commit.lua; {r.refusals_logged:,} "
          "refusals logged by consumers (a refusal whose reply was lost to a Redis kill is "
          "re-sent and refused again)"),

@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-io-ms", type=float, default=None,
                    help="simulated work per item in ms (default: paced so that the items take "
                    "about --duration to process)")
+    p.add_argument("--flaky-rate", type=float, default=0.02,
+                   help="share of processing attempts that fail once and are retried "
+                   "(retry.lua) on top of the faults; 0 for none")
+    p.add_argument("--max-attempts", type=int, default=20,
+                   help="consumers' attempts per batch; high, so flaky batches are never "
+                   "dead-lettered")
     p.add_argument("--kinds", default=",".join(KINDS),
                    help=f"fault kinds to inject, comma-separated (default: {','.join(KINDS)})")
     p.add_argument("--check-interval", type=float, default=0.5,
@@ -192,7 +198,8 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
     consumer_args = ["--threads", str(args.threads), "--heartbeat-ttl", str(args.ttl),
                      "--block-timeout", str(args.block_timeout), "--reclaim-interval",
                      str(args.reclaim_interval), "--grace", "5",
-                     "--work-io-ms", f"{work_io_ms:.4f}"]
+                     "--work-io-ms", f"{work_io_ms:.4f}", "--flaky-rate", str(args.flaky_rate),
+                     "--max-attempts", str(args.max_attempts)]
     cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers)
     started = time.monotonic()
     injector: Injector | None = None
@@ -275,6 +282,8 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     result.dead_lettered = state.dead_items
     result.reclaimed = snap.reclaimed
     result.stale_commits = int(cast(bytes, client.get(rk.stale) or 0))
+    attempts = cast(list[bytes], client.hvals(rk.attempts))
+    result.retried = sum(int(a) for a in attempts)
     raw = cast(dict[bytes, bytes], client.hgetall(rk.by_consumer))
     by_consumer = {k.decode(): int(v) for k, v in raw.items()}
     assert state.plan is not None
