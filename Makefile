@@ -105,3 +105,21 @@ docker-engine:
 
 docker-engine-stop:
 	bash scripts/docker-engine.sh stop
+
+# Benchmarks (docs/benchmark.md). `make bench` installs the bench extra (RQ, Dramatiq, Celery,
+# matplotlib, py-spy, pyinstrument) into the same .venv, runs the full suite (~15 min on 2
+# cores) and writes bench/results/. `make bench-quick` (~1 min) needs only `.[dev]` and prints
+# one JSON line last. BENCH_ARGS passes options, e.g. BENCH_ARGS="--reps 5" or "--only batch".
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+$(VENV)/.bench-extra: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: install $(VENV)/.bench-extra
+	$(BIN)/python -m bench full $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m bench quick $(BENCH_ARGS)

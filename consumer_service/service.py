@@ -19,6 +19,7 @@ from functools import partial
 
 from consumer_service.failures import FailureInjector
 from consumer_service.heartbeat import Heartbeat
+from consumer_service.latency import LatencyHistogram, write_stats
 from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
 from consumer_service.worker import Worker
@@ -68,7 +69,7 @@ class ConsumerService:
                 self.keys, self.scripts, self.consumer_id, i,
                 block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
                 halt=self.halt, work_cpu_us=settings.work_cpu_us,
-                work_io_ms=settings.work_io_ms,
+                work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
                 failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
                 max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
             )
@@ -131,7 +132,19 @@ class ConsumerService:
         committed = sum(w.committed_items for w in self.workers)
         log.info("consumer %s: stopped after committing %d items; %d elements given back",
                  self.consumer_id, committed, given_back)
+        if self.settings.stats_file:
+            self._write_stats(committed, given_back)
         return 0
+
+    def _write_stats(self, committed: int, given_back: int) -> None:
+        latency = LatencyHistogram.merged(w.latency for w in self.workers)
+        record = {"consumer": self.consumer_id, "threads": self.settings.threads,
+                  "committed_items": committed, "given_back": given_back,
+                  "latency": latency.summary()}
+        try:
+            write_stats(self.settings.stats_file or "", record)
+        except OSError as exc:
+            log.error("consumer %s: could not write the stats file: %s", self.consumer_id, exc)
 
     def _give_back(self, deadline: float) -> int:
         """Put every element still in our in-flight lists back on the queue."""

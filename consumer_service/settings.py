@@ -31,6 +31,8 @@ class ConsumerSettings:
     max_attempts: int
     fail_rate: float
     flaky_rate: float
+    max_claim: int
+    stats_file: str | None
     metrics_port: int
     metrics_addr: str
 
@@ -75,6 +77,12 @@ def build_parser() -> EnvParser:
         help="share of items that always fail (poison), for tests and demos")
     add("--flaky-rate", env="CONSUMER_FLAKY_RATE", default=0.0, type=share,
         help="share of processing attempts that fail once, for tests and demos")
+    add("--max-claim", env="CONSUMER_MAX_CLAIM", default=64, type=positive_int,
+        help="most queue elements a thread claims and commits at once (small batches are "
+        "claimed about 1024 items at a time, large ones one by one); 1: one at a time")
+    add("--stats-file", env="CONSUMER_STATS_FILE", default=None,
+        help="at exit, write to FILE a JSON summary: items committed and push-to-commit "
+        "latency percentiles (for benchmarks)")
     parser.add_metrics_options("CONSUMER_METRICS_PORT")
     return parser
 

@@ -1,10 +1,16 @@
-"""One worker thread: claim a batch into its own in-flight list, process it, commit it.
+"""One worker thread: claim batches into its own in-flight list, process them, commit them.
 
 Each thread has its own in-flight list, so the list is exactly what this thread holds. After any
 error, when a reply may have been lost (a claim that Redis carried out but whose answer never
 came back), and whenever the queue is idle, the thread re-reads its list and finishes what is
 there before it claims more. The commit script answers how many elements are left in the list,
 so a stray element is noticed without an extra round trip.
+
+Small batches are claimed several at a time (``claim.lua``, up to about ``CLAIM_ITEMS`` items and
+at most ``max_claim`` elements) and the batches of one run among them are committed by one call
+of ``commit.lua``, which judges each batch on its own: a round trip, and an fsync of the AOF, is
+then shared by many small batches instead of paid for each. With large batches, or when the
+queue is empty, a thread claims one element at a time with the blocking BLMOVE.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, cast
 import redis
 
 from consumer_service.failures import FailureInjector
+from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
@@ -31,6 +38,8 @@ from exactsum.scripts import Scripts
 log = logging.getLogger("consumer.worker")
 
 COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
+# A claim of several elements aims at about this many items.
+CLAIM_ITEMS = 1024
 
 
 def simulate_work(items: int, cpu_us: float, io_ms: float) -> None:
@@ -57,6 +66,7 @@ class Worker(threading.Thread):
         halt: threading.Event,
         work_cpu_us: float = 0.0,
         work_io_ms: float = 0.0,
+        max_claim: int = 64,
         failures: FailureInjector | None = None,
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
@@ -70,24 +80,30 @@ class Worker(threading.Thread):
         self.stop_claiming = stop_claiming
         self.halt = halt
         self.work_cpu_us, self.work_io_ms = work_cpu_us, work_io_ms
+        self.max_claim = max_claim
+        self.claim_size = 1  # elements per claim; adapts to the batch size seen
         self.failures = failures or FailureInjector()
         self.max_attempts = max_attempts
         self.on_fatal = on_fatal
         self.events = events
         self.error: BaseException | None = None
+        # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
+        self.taken = 0
         self.resync = True
         self.committed_items = 0
         self.busy = False
+        self.latency = LatencyHistogram()
 
     # -- claiming --------------------------------------------------------------------------
 
     def _mark_resync(self) -> None:
         self.resync = True
 
-    def _claim(self) -> bytes | None:
+    def _claim(self) -> bool:
+        """Make sure ``pending`` holds something; False when the queue stayed empty."""
         if self.pending:
-            return self.pending.popleft()
+            return True
         if self.resync:
             held = cast(list[bytes], self.client.lrange(self.inflight, 0, -1))
             self.resync = False
@@ -96,7 +112,13 @@ class Worker(threading.Thread):
                 self.pending.extend(reversed(held))
                 log.info("%s: finishing %d elements already in %s", self.name, len(held),
                          self.inflight)
-                return self.pending.popleft()
+                return True
+        if self.claim_size > 1:
+            claimed = cast(list[bytes], self.scripts.claim(
+                keys=[self.keys.queue, self.inflight], args=[self.claim_size]))
+            if claimed:
+                self.pending.extend(claimed)
+                return True
         # Redis takes a fractional timeout; redis-py's stub says int.
         element = cast(bytes | None, self.client.blmove(
             self.keys.queue, self.inflight, self.block_timeout, "RIGHT", "LEFT"  # type: ignore[arg-type]
@@ -104,7 +126,9 @@ class Worker(threading.Thread):
         if element is None:
             # Idle: a good moment to make sure nothing arrived in the list unseen.
             self.resync = True
-        return element
+            return False
+        self.pending.append(element)
+        return True
 
     def run(self) -> None:
         try:
@@ -119,18 +143,20 @@ class Worker(threading.Thread):
     def _loop(self) -> None:
         while not self.stop_claiming.is_set():
             try:
-                element = retrying(self._claim, "claim", log, stop=self.stop_claiming,
+                claimed = retrying(self._claim, "claim", log, stop=self.stop_claiming,
                                    on_error=self._mark_resync)
             except RetryAborted:
                 return
-            if element is None:
+            if not claimed:
                 continue
             self.busy = True
+            elements = [self.pending.popleft()
+                        for _ in range(min(len(self.pending), self.max_claim))]
             try:
-                self.handle(element)
+                self.handle_many(elements)
             except RetryAborted:
-                # Told to stop while Redis was unreachable: the element stays in our list and
-                # the service gives it back on the way out.
+                # Told to stop while Redis was unreachable: the elements stay in our list and
+                # the service gives them back on the way out.
                 return
             finally:
                 self.busy = False
@@ -139,50 +165,88 @@ class Worker(threading.Thread):
     # -- processing ------------------------------------------------------------------------
 
     def handle(self, element: bytes) -> None:
-        taken = time.monotonic()
+        """Process and resolve one claimed element."""
+        self.handle_many([element])
+
+    def handle_many(self, elements: list[bytes]) -> None:
+        """Process claimed elements, then resolve each: commit, retry, or dead-letter.
+
+        ``self.taken`` counts those of them not resolved yet (they are still in our list).
+        """
+        self.taken = len(elements)
         try:
-            batch = decode(element)
-        except ForeignElement as exc:
-            self._dead_letter_foreign(element, str(exc))
-            return
-        bind_run(batch.run_id)
-        simulate_work(batch.count, self.work_cpu_us, self.work_io_ms)
-        if self.failures.active:
-            reasons = self.failures.failures(batch)
-            if reasons:
-                self._failed(element, batch, reasons)
-                return
-        rk = self.keys.run(batch.run_id)
-        status, left = self._call(
-            "commit",
+            self._handle_many(elements, time.monotonic())
+        finally:
+            self.taken = 0
+
+    def _handle_many(self, elements: list[bytes], taken_at: float) -> None:
+        batches: list[tuple[bytes, Batch]] = []
+        items = 0
+        for element in elements:
+            try:
+                batch = decode(element)
+            except ForeignElement as exc:
+                self._dead_letter_foreign(element, str(exc))
+                continue
+            batches.append((element, batch))
+            items += batch.count
+        if items:
+            self.claim_size = max(1, min(self.max_claim, CLAIM_ITEMS * len(elements) // items))
+        simulate_work(items, self.work_cpu_us, self.work_io_ms)
+        by_run: dict[str, list[tuple[bytes, Batch]]] = {}
+        for element, batch in batches:
+            bind_run(batch.run_id)
+            if self.failures.active:
+                reasons = self.failures.failures(batch)
+                if reasons:
+                    self._failed(element, batch, reasons)
+                    continue
+            by_run.setdefault(batch.run_id, []).append((element, batch))
+        for run_id, group in by_run.items():
+            bind_run(run_id)
+            self._commit(group, taken_at)
+
+    def _commit(self, group: list[tuple[bytes, Batch]], taken_at: float) -> None:
+        rk = self.keys.run(group[0][1].run_id)
+        args: list[bytes | str | int] = [self.consumer_id]
+        for element, batch in group:
+            args += [element, batch.seq, batch.count, batch.total]
+        # A commit keeps retrying through a shutdown (it may still count within the grace);
+        # only ``halt``, at the end of the grace, gives up on it.
+        reply = retrying(
             lambda: self.scripts.commit(
                 keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
                       rk.stale],
-                args=[element, batch.seq, batch.count, batch.total, self.consumer_id],
+                args=args,
             ),
+            "commit", log, stop=self.halt, on_error=self._mark_resync,
         )
-        if status == COUNTED:
-            self.committed_items += batch.count
-            self.events.on_commit(batch, time.monotonic() - taken)
-        elif status == ALREADY_COUNTED:
-            self.events.on_refused(batch, "already_counted")
-            log.info("%s: batch %s/%d was already counted; not counted again", self.name,
-                     batch.run_id, batch.seq)
-        elif status == FENCED:
-            self.events.on_refused(batch, "fenced")
-            log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
-                        "holds it now counts it", self.name, batch.run_id, batch.seq)
-        elif status == UNKNOWN_RUN:
-            self._dead_letter_foreign(element, f"run {batch.run_id!r} is unknown or expired")
-            return
-        elif status == OVERFLOW:
-            self._dead_letter_batch(element, batch, "the run's sum would leave signed 64 bits")
-            return
-        self._note_left(left)
+        now_us = time.time_ns() // 1000
+        claim_s = time.monotonic() - taken_at
+        statuses = [int(status) for status in reply[:-1]]
+        # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
+        self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
+        self._note_left(int(reply[-1]))
+        for (element, batch), status in zip(group, statuses, strict=True):
+            if status == COUNTED:
+                self.committed_items += batch.count
+                self.latency.record(now_us - batch.pushed_us, batch.count)
+                self.events.on_commit(batch, claim_s)
+            elif status == ALREADY_COUNTED:
+                self.events.on_refused(batch, "already_counted")
+                log.info("%s: batch %s/%d was already counted; not counted again", self.name,
+                         batch.run_id, batch.seq)
+            elif status == FENCED:
+                self.events.on_refused(batch, "fenced")
+                log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
+                            "holds it now counts it", self.name, batch.run_id, batch.seq)
+            elif status == UNKNOWN_RUN:
+                self._dead_letter_foreign(element, f"run {batch.run_id!r} is unknown or expired")
+            elif status == OVERFLOW:
+                self._dead_letter_batch(element, batch,
+                                        "the run's sum would leave signed 64 bits")
 
     def _call(self, what: str, operation: Callable[[], Any]) -> tuple[int, int]:
-        # A commit keeps retrying through a shutdown (it may still count within the grace);
-        # only ``halt``, at the end of the grace, gives up on it.
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
         return int(reply[0]), int(reply[-1])
 
@@ -199,18 +263,21 @@ class Worker(threading.Thread):
         status, attempts, left = (int(x) for x in reply)
         summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5
                                              else "")
+        if status == 2:
+            # Still in our list: the dead-letter call resolves it.
+            self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
+                                    attempts=attempts)
+            return
+        self.taken -= 1
         if status == 1:
             log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
                         batch.run_id, batch.seq, attempts, self.max_attempts, summary)
             self.events.on_retry(batch)
-        elif status == 2:
-            self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
-                                    attempts=attempts)
-            return
         self._note_left(left)
 
     def _note_left(self, left: int) -> None:
-        if left > len(self.pending):
+        """``left`` elements remain in our list; more than we know of means a lost claim."""
+        if left > len(self.pending) + self.taken:
             self.resync = True
             self.pending.clear()
 
@@ -228,6 +295,7 @@ class Worker(threading.Thread):
                 keys=[self.inflight, self.keys.dead], args=[element, entry]
             ),
         )
+        self.taken -= 1
         if status == 1:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
@@ -246,9 +314,9 @@ class Worker(threading.Thread):
                 args=[element, batch.seq, batch.count, entry],
             ),
         )
+        self.taken -= 1
         if status == 1:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
             self.events.on_dead_letter(batch)
         self._note_left(left)
-

@@ -20,6 +20,7 @@ def _source(name: str) -> str:
 @dataclass(frozen=True)
 class Scripts:
     push: Script
+    claim: Script
     commit: Script
     dead_letter: Script
     dead_letter_foreign: Script
@@ -32,6 +33,7 @@ class Scripts:
     def register(cls, client: redis.Redis) -> Scripts:
         return cls(
             push=client.register_script(_source("push")),
+            claim=client.register_script(_source("claim")),
             commit=client.register_script(_source("commit")),
             dead_letter=client.register_script(_source("dead_letter")),
             dead_letter_foreign=client.register_script(_source("dead_letter_foreign")),

@@ -77,28 +77,49 @@ class Pusher:
             for future in futures:
                 future.result()
 
-    def _draw(self) -> tuple[list[OutBatch], float]:
-        """The next batches, and when they are due (``--rate``; now when unpaced)."""
+    def _draw(self) -> tuple[list[OutBatch], list[float]]:
+        """The next batches, and when each is due (``--rate``; empty when unpaced).
+
+        Paced, it is the next batch and any after it that are already due: a producer that
+        fell behind its rate catches up in one push call instead of falling further behind.
+        """
         with self._lock:
-            chunk = list(itertools.islice(self._batches, 1 if self.rate else self.per_call))
-            due = self._started + self._drawn_items / self.rate if self.rate else 0.0
-            self._drawn_items += sum(b.count for b in chunk)
-            return chunk, due
+            if not self.rate:
+                return list(itertools.islice(self._batches, self.per_call)), []
+            now = time.monotonic()
+            chunk: list[OutBatch] = []
+            dues: list[float] = []
+            while len(chunk) < self.per_call:
+                due = self._started + self._drawn_items / self.rate
+                if chunk and due > now:
+                    break
+                batch = next(self._batches, None)
+                if batch is None:
+                    break
+                chunk.append(batch)
+                dues.append(due)
+                self._drawn_items += batch.count
+            return chunk, dues
 
     def _work(self) -> None:
         while not self.stop.is_set():
-            chunk, due = self._draw()
+            chunk, dues = self._draw()
             if not chunk:
                 return
-            wait = due - time.monotonic()
+            wait = dues[0] - time.monotonic() if dues else 0.0
             if wait > 0 and self.stop.wait(wait):
                 return
-            self._push(chunk)
+            self._push(chunk, dues)
 
-    def _push(self, chunk: list[OutBatch]) -> None:
+    def _push(self, chunk: list[OutBatch], dues: list[float]) -> None:
         args: list[bytes | int] = []
-        for batch in chunk:
-            args += [batch.seq, encode_text(self.run_id, batch.seq, batch.count, batch.body)]
+        # Paced, a batch is stamped with the wall-clock time it was due, not the time it was
+        # sent: a late push then shows in the push-to-commit latency instead of hiding from it.
+        offset_us = time.time_ns() // 1000 - time.monotonic() * 1e6
+        for i, batch in enumerate(chunk):
+            stamp = int(dues[i] * 1e6 + offset_us) if dues else None
+            args += [batch.seq,
+                     encode_text(self.run_id, batch.seq, batch.count, batch.body, stamp)]
         keys = [self.keys.queue, self.keys.run(self.run_id).pushed]
         pause = 0.002
         while chunk:

@@ -40,13 +40,29 @@ def claim(client: redis.Redis, keys: Keys, thread: int = 0, owner: str = CONSUME
 
 def commit(scripts: Scripts, keys: Keys, element: bytes, seq: int, values: list[int],
            thread: int = 0, owner: str = CONSUMER, run_id: str = "r1") -> tuple[int, int]:
+    statuses, left = commit_many(scripts, keys, [(element, seq, values)], thread, owner, run_id)
+    return statuses[0], left
+
+
+def commit_many(scripts: Scripts, keys: Keys, batches: list[tuple[bytes, int, list[int]]],
+                thread: int = 0, owner: str = CONSUMER,
+                run_id: str = "r1") -> tuple[list[int], int]:
     rk = keys.run(run_id)
-    status, left = scripts.commit(
+    args: list[object] = [owner]
+    for element, seq, values in batches:
+        args += [element, seq, len(values), sum(values)]
+    reply = scripts.commit(
         keys=[keys.inflight(owner, thread), rk.meta, rk.done, rk.sum, rk.committed,
               rk.by_consumer, rk.stale],
-        args=[element, seq, len(values), sum(values), owner],
+        args=args,
     )
-    return int(status), int(left)
+    return [int(status) for status in reply[:-1]], int(reply[-1])
+
+
+def claim_many(scripts: Scripts, keys: Keys, n: int, thread: int = 0,
+               owner: str = CONSUMER) -> list[bytes]:
+    return [bytes(e) for e in scripts.claim(keys=[keys.queue, keys.inflight(owner, thread)],
+                                            args=[n])]
 
 
 def reclaim(scripts: Scripts, keys: Keys, owner: str, thread: int = 0,
@@ -175,6 +191,60 @@ def test_unknown_run_and_overflow_write_nothing(
     assert int(client.get(keys.run("big").sum) or 0) == 2**63 - 5
     assert client.get(keys.run("big").committed) is None
     assert client.getbit(keys.run("big").done, 0) == 0
+
+
+def test_claim_moves_up_to_n_elements_oldest_first(
+    client: redis.Redis, keys: Keys, scripts: Scripts
+) -> None:
+    make_run(client, keys, items=9, batch=3)
+    elements = [encode("r1", s, [s, s, s]) for s in range(3)]
+    push(scripts, keys, "r1", list(enumerate(elements)))
+    assert claim_many(scripts, keys, 2) == elements[:2]
+    # The list is pushed on the left like the queue: oldest claim on the right.
+    assert client.lrange(keys.inflight(CONSUMER, 0), 0, -1) == [elements[1], elements[0]]
+    assert claim_many(scripts, keys, 5) == elements[2:]
+    assert claim_many(scripts, keys, 5) == []
+    assert client.llen(keys.queue) == 0
+    assert client.llen(keys.inflight(CONSUMER, 0)) == 3
+
+
+def test_commit_of_several_batches_judges_each_on_its_own(
+    client: redis.Redis, keys: Keys, scripts: Scripts
+) -> None:
+    """One call, four batches: counted, already counted, fenced, and a duplicate in the call."""
+    make_run(client, keys, items=12, batch=3)
+    e = [encode("r1", s, [s + 1] * 3) for s in range(4)]
+    push(scripts, keys, "r1", list(enumerate(e)))
+    assert claim_many(scripts, keys, 4) == e
+    assert commit(scripts, keys, e[1], 1, [2, 2, 2]) == (1, 3)  # counted earlier, alone
+    client.lrem(keys.inflight(CONSUMER, 0), 1, e[2])  # reclaimed while we were away
+    client.lpush(keys.inflight(CONSUMER, 0), e[1])  # a stray copy of a counted batch
+    statuses, left = commit_many(
+        scripts, keys,
+        [(e[0], 0, [1, 1, 1]), (e[1], 1, [2, 2, 2]), (e[2], 2, [3, 3, 3]),
+         (e[3], 3, [4, 4, 4]), (e[3], 3, [4, 4, 4])],
+    )
+    assert (statuses, left) == ([1, 0, -1, 1, 0], 0)
+    assert counters(client, keys) == (9, 3 + 6 + 12)
+    assert client.hgetall(keys.run("r1").by_consumer) == {CONSUMER.encode(): b"9"}
+    assert int(client.get(keys.run("r1").stale) or 0) == 3
+    assert [client.getbit(keys.run("r1").done, s) for s in range(4)] == [1, 1, 0, 1]
+
+
+def test_an_overflow_in_a_call_of_several_refuses_only_that_batch(
+    client: redis.Redis, keys: Keys, scripts: Scripts
+) -> None:
+    make_run(client, keys, items=3, batch=1)
+    client.set(keys.run("r1").sum, 2**63 - 10)
+    e = [encode("r1", s, [v]) for s, v in enumerate([5, 100, -20])]
+    push(scripts, keys, "r1", list(enumerate(e)))
+    claim_many(scripts, keys, 3)
+    statuses, left = commit_many(
+        scripts, keys, [(e[0], 0, [5]), (e[1], 1, [100]), (e[2], 2, [-20])])
+    assert (statuses, left) == ([1, -3, 1], 1)
+    assert counters(client, keys) == (2, 2**63 - 25)
+    assert client.lrange(keys.inflight(CONSUMER, 0), 0, -1) == [e[1]]
+    assert client.getbit(keys.run("r1").done, 1) == 0
 
 
 def test_dead_letter_resolves_a_batch_once(

@@ -39,7 +39,9 @@ def test_status_json_during_and_after_a_run(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     path, expected = numbers_file(tmp_path, ITEMS)
-    consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.8") for _ in range(2)]
+    # Each thread claims up to --max-claim small batches at once (consumer_service/worker.py).
+    consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.8", "--max-claim", "8")
+                 for _ in range(2)]
     ids = {services.consumer_id(c) for c in consumers}
     producer = services.producer("--input", str(path), "--batch", str(BATCH))
     wait_until(lambda: committed(client, keys) >= ITEMS // 10, 30, "a tenth committed")
@@ -70,7 +72,7 @@ def test_status_json_during_and_after_a_run(
                 + now["resolved"] // BATCH) == ITEMS // BATCH, look
     alive = {c["consumer_id"]: c for c in snap["consumers"] if c["alive"]}
     assert set(alive) == ids
-    assert all(c["threads"] == 2 and c["inflight_batches"] <= 2 for c in alive.values())
+    assert all(c["threads"] == 2 and c["inflight_batches"] <= 2 * 8 for c in alive.values())
 
     report = finish(producer)
     assert_exact(report, ITEMS)

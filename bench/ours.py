@@ -1,0 +1,170 @@
+"""One measured run of this project: a fresh Redis, N consumer processes, one producer run.
+
+The producer's JSON report is the verdict (its audit reads what the consumers' scripts wrote)
+and its ``items_per_s`` is the figure: items over the time from the run's creation, through
+every push, until the last item is committed. Consumers are started and registered before the
+producer starts, as long-running services would be, and stopped with SIGTERM afterwards; each
+writes its push-to-commit latency to a ``--stats-file``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import procs, server
+from consumer_service.latency import LatencyHistogram
+from exactsum.keys import Keys
+
+
+@dataclass(frozen=True)
+class OursConfig:
+    batch: int
+    consumers: int
+    threads: int
+    items: int
+    work_cpu_us: float = 0.0
+    work_io_ms: float = 0.0
+    rate: float = 0.0
+    max_claim: int | None = None
+    producer_threads: int = 2
+    sample_rss: bool = False
+    seed: int = 1
+
+    def label(self) -> str:
+        text = f"batch {self.batch}, {self.consumers} consumers x {self.threads} threads"
+        if self.work_cpu_us:
+            text += f", {self.work_cpu_us:g} us CPU/item"
+        if self.work_io_ms:
+            text += f", {self.work_io_ms:g} ms I/O/item"
+        if self.rate:
+            text += f", paced at {self.rate:,.0f} items/s"
+        return text
+
+
+def _env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PRODUCER_", "CONSUMER_", "REDIS_URL", "KEY_PREFIX"))}
+    env.update(REDIS_URL=url, LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
+        timeout: float = 300.0, profile: bool = False) -> dict[str, Any]:
+    """One run; with ``profile``, py-spy samples the producer and the first consumer into
+    ``workdir/*.pyspy.txt`` (collapsed stacks; see bench/profile.py)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    label = cfg.label() + ("" if fsync == server.DEFAULT_FSYNC else f", appendfsync {fsync}")
+    result: dict[str, Any] = {"kind": "ours", "config": asdict(cfg), "label": label,
+                              "fsync": fsync}
+    redis_server = server.start(fsync)
+    consumers: list[procs.Proc] = []
+    producer: procs.Proc | None = None
+    try:
+        env = _env(redis_server.url)
+        client = redis_server.client()
+        stats_files = [workdir / f"consumer{i}.stats.json" for i in range(cfg.consumers)]
+        for i, stats in enumerate(stats_files):
+            args = [procs.PYTHON, "-m", "consumer_service", "--threads", str(cfg.threads),
+                    "--block-timeout", "0.2", "--stats-file", str(stats)]
+            if cfg.work_cpu_us:
+                args += ["--work-cpu-us", str(cfg.work_cpu_us)]
+            if cfg.work_io_ms:
+                args += ["--work-io-ms", str(cfg.work_io_ms)]
+            if cfg.max_claim is not None:
+                args += ["--max-claim", str(cfg.max_claim)]
+            consumers.append(procs.Proc(f"consumer{i}", args, env, workdir))
+        _wait_registered(client, cfg.consumers, consumers)
+        spies = [_py_spy(consumers[0], workdir, env)] if profile else []
+        cpu_redis_before = server.cpu_seconds(client)
+        producer_args = [procs.PYTHON, "-m", "producer_service", "--json",
+                         "--count", str(cfg.items), "--batch", str(cfg.batch),
+                         "--seed", str(cfg.seed), "--threads", str(cfg.producer_threads),
+                         "--timeout", str(timeout), "--progress-interval", "60"]
+        if cfg.rate:
+            producer_args += ["--rate", str(cfg.rate)]
+        producer = procs.Proc("producer", producer_args, env, workdir, stdout=True)
+        if profile:
+            spies.append(_py_spy(producer, workdir, env))
+        sampler = None
+        if cfg.sample_rss:
+            pids = {"producer": producer.pid} | {c.name: c.pid for c in consumers}
+            sampler = procs.RssSampler(pids, interval=0.1)
+            sampler.start()
+        cpu_producer = 0.0
+        while producer.alive():
+            cpu_producer = procs.cpu_seconds(producer.pid) or cpu_producer
+            time.sleep(0.05)
+        status = producer.wait(timeout=timeout + 60)
+        if sampler is not None:
+            result["rss_samples"] = sampler.finish()
+        report = _last_json(producer.stdout())
+        result["cpu_s"] = {
+            "producer": round(cpu_producer, 3),
+            "consumers": round(sum(procs.cpu_seconds(c.pid) or 0.0 for c in consumers), 3),
+            "redis": round(server.cpu_seconds(client) - cpu_redis_before, 3),
+        }
+        result["redis_commands"] = server.command_stats(client)
+        for consumer in consumers:
+            consumer.stop(timeout=20)
+        for spy in spies:
+            spy.wait(timeout=30)
+        latency = LatencyHistogram.merged(
+            LatencyHistogram.from_summary(json.loads(path.read_text())["latency"])
+            for path in stats_files if path.exists()
+        )
+        result["latency"] = {k: v for k, v in latency.summary().items() if k != "buckets"}
+        if report is None:
+            result.update(exact=False, error=f"producer exit {status}, no report: "
+                          f"{producer.stderr_tail()}")
+            return result
+        result.update(
+            exact=bool(report["exact"]) and status == 0,
+            items=report["produced"],
+            elapsed_s=report["elapsed_s"],
+            items_per_s=report["items_per_s"],
+            report={k: report[k] for k in ("produced", "committed", "sum", "expected_sum",
+                                            "lost", "duplicated", "dead_lettered", "exact",
+                                            "stale_commits")},
+        )
+        if status != 0:
+            result["error"] = f"producer exit {status}: {producer.stderr_tail()}"
+        return result
+    finally:
+        for proc in [*consumers, *([producer] if producer else [])]:
+            proc.stop(timeout=5)
+        redis_server.close()
+
+
+def _py_spy(target: procs.Proc, workdir: Path, env: dict[str, str]) -> procs.Proc:
+    """py-spy (the bench extra) recording ``target`` until it exits."""
+    return procs.Proc(f"{target.name}-py-spy",
+                      [procs.tool("py-spy") or "py-spy", "record", "--format", "raw",
+                       "--rate", "250", "--gil", "--pid", str(target.pid), "--output",
+                       str(workdir / f"{target.name}.pyspy.txt")], env, workdir)
+
+
+def _wait_registered(client: Any, count: int, consumers: list[procs.Proc]) -> None:
+    deadline = time.monotonic() + 30
+    key = Keys().consumers
+    while int(client.zcard(key)) < count:
+        for consumer in consumers:
+            if not consumer.alive():
+                raise RuntimeError(f"{consumer.name} exited: {consumer.stderr_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError("consumers did not register within 30 s")
+        time.sleep(0.02)
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    lines = text.strip().splitlines()
+    if not lines:
+        return None
+    try:
+        return dict(json.loads(lines[-1]))
+    except ValueError:
+        return None
