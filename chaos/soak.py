@@ -348,6 +348,10 @@ def render(figures: dict[str, Any], failures: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chaos.soak", description=__doc__.split("\n")[0]
                                 if __doc__ else None)
@@ -375,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s soak: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)  # so that `finally` stops what was started
     workdir = Path(tempfile.mkdtemp(prefix="exactsum-soak-"))
     soak = Soak(args, workdir)
     try:
