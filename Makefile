@@ -48,6 +48,19 @@ host-setup:
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
+# The chaos run and the soak (docs/chaos.md). `make chaos SEED=123` replays a seed;
+# CHAOS_ARGS / SOAK_ARGS pass more options (`python -m chaos --help`).
+SEED ?=
+CHAOS_ARGS ?=
+SOAK_ARGS ?=
+.PHONY: chaos soak
+
+chaos: install
+	$(BIN)/python -m chaos $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
+
+soak: install
+	$(BIN)/python -m chaos.soak $(SOAK_ARGS)
+
 # --- Containers ----------------------------------------------------------------------------
 # docker compose reads PYTHON_IMAGE, REDIS_IMAGE and every other setting from the environment
 # or from .env (see .env.example); `make images-offline` writes the two image names there.

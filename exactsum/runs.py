@@ -98,7 +98,13 @@ def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -
 def expire_finished_runs(client: redis.Redis, keys: Keys) -> int:
     """The consumers' part of retention: give the keys they wrote for each finished run the
     run's retention time (only where no expiry is set yet), and forget runs whose meta is gone.
-    Returns the number of runs forgotten."""
+    Returns the number of runs forgotten.
+
+    A run whose meta is gone has had its retention (only the producer's retention expires the
+    meta, and a run is listed only after its meta exists). If no consumer looked while the meta
+    was there (all were down, or the retention was shorter than the time between two passes),
+    the keys the consumers wrote have no expiry yet: they get a short one now, or they would
+    stay for ever once the run is forgotten."""
     run_ids = [r.decode() for r in cast(list[bytes], client.zrange(keys.runs, 0, -1))]
     if not run_ids:
         return 0
@@ -114,6 +120,11 @@ def expire_finished_runs(client: redis.Redis, keys: Keys) -> int:
         for name in RUN_KEY_SUFFIXES:
             if name not in PRODUCER_WRITES:
                 pipe.expire(getattr(rk, name), int(retention), nx=True)
+    for run_id in gone:
+        rk = keys.run(run_id)
+        for name in RUN_KEY_SUFFIXES:
+            if name not in PRODUCER_WRITES:
+                pipe.expire(getattr(rk, name), 1)
     if gone:
         pipe.zrem(keys.runs, *gone)
     pipe.execute()

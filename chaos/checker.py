@@ -1,0 +1,289 @@
+"""The conservation checker: atomic snapshots of where every batch of a run is.
+
+One snapshot is one Lua call (so Redis runs it as one atomic step): the queue, every in-flight
+list with whether its owner's heartbeat is alive, and each watched run's ``pushed`` and ``done``
+bitmaps and counters. Only the element headers (``run|seq|count``) come back, not the values.
+
+From a snapshot, for each run:
+
+- **identity**: every batch marked pushed is in exactly one place: the queue, one in-flight
+  list, or ``done`` (committed or dead-lettered). A batch found in no place is lost, one found
+  in two places could be counted twice, and a batch found anywhere without its pushed bit is
+  an element nobody produced;
+- **conservation**: items in the queue + in flight + committed + dead-lettered = items pushed
+  (items pushed so far, from the pushed bitmap and the batch size: that is what "produced"
+  means mid-run);
+- **no double count**: committed + dead-lettered = the items of the batches marked done;
+- **durability**: a pushed or done bit, once seen, is never seen unset again (a Redis restart
+  must not lose an acknowledged write).
+
+The state in Redis is changed only by atomic scripts and atomic moves, so in principle every
+snapshot satisfies all four. A violation is recorded with when it was first seen; one that is
+still there after ``window`` seconds (the reclaim window: heartbeat TTL plus reclaim interval
+plus a margin) fails the run. Transient ones are counted and reported, not ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from exactsum.keys import Keys
+from exactsum.runs import RunPlan
+
+log = logging.getLogger("chaos.checker")
+
+SNAPSHOT_LUA = r"""
+local prefix = ARGV[1]
+local function heads(list)
+    local out = {}
+    for i, e in ipairs(list) do
+        out[i] = string.match(e, '^pc1|([%w_%-]+|%d+|%d+)|') or '?'
+    end
+    return out
+end
+local queue = heads(redis.call('LRANGE', prefix .. ':queue', 0, -1))
+local inflight = {}
+local skip = #prefix + #':inflight:'
+for _, key in ipairs(redis.call('KEYS', prefix .. ':inflight:*')) do
+    local owner = string.match(string.sub(key, skip + 1), '^(.*):%d+$') or ''
+    local alive = redis.call('EXISTS', prefix .. ':consumer:' .. owner)
+    table.insert(inflight, {owner, alive, heads(redis.call('LRANGE', key, 0, -1))})
+end
+local runs = {}
+for i = 2, #ARGV do
+    local base = prefix .. ':run:' .. ARGV[i] .. ':'
+    table.insert(runs, {
+        ARGV[i],
+        redis.call('HGET', base .. 'meta', 'items') or '',
+        redis.call('HGET', base .. 'meta', 'batch_size') or '',
+        redis.call('GET', base .. 'pushed') or '',
+        redis.call('GET', base .. 'done') or '',
+        redis.call('GET', base .. 'committed') or '0',
+        redis.call('GET', base .. 'dead_items') or '0',
+        redis.call('GET', base .. 'sum') or '0',
+    })
+end
+return {queue, inflight, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
+"""
+
+
+def bits(bitmap: bytes) -> set[int]:
+    """Offsets of the set bits of a Redis bitmap (offset 0 is the high bit of byte 0)."""
+    out: set[int] = set()
+    for i, byte in enumerate(bitmap):
+        if byte:
+            for j in range(8):
+                if byte & (0x80 >> j):
+                    out.add(i * 8 + j)
+    return out
+
+
+@dataclass
+class RunState:
+    run_id: str
+    plan: RunPlan | None
+    pushed: set[int]
+    done: set[int]
+    committed: int
+    dead_items: int
+    sum: int
+    queue: Counter[int] = field(default_factory=Counter)
+    inflight: Counter[int] = field(default_factory=Counter)
+    queue_items: int = 0
+    inflight_items: int = 0
+
+    def items_of(self, seqs: set[int]) -> int:
+        if self.plan is None:
+            return 0
+        last = self.plan.batches - 1
+        return self.plan.items_in(len(seqs), last in seqs)
+
+    @property
+    def pushed_items(self) -> int:
+        return self.items_of(self.pushed)
+
+    @property
+    def done_items(self) -> int:
+        return self.items_of(self.done)
+
+
+@dataclass
+class Snapshot:
+    at: float
+    runs: dict[str, RunState]
+    foreign: int  # elements that are no batch of a watched run
+    orphans: dict[str, int]  # owner without heartbeat -> elements it still holds
+    holders: dict[str, int]  # every owner -> elements it holds
+    reclaimed: int
+
+
+def take_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str]) -> Snapshot:
+    raw = cast(list[Any], client.eval(SNAPSHOT_LUA, 0, keys.prefix, *run_ids))
+    queue_heads, inflight_raw, runs_raw, reclaimed = raw
+    runs: dict[str, RunState] = {}
+    for row in runs_raw:
+        run_id, items, batch_size, pushed, done, committed, dead, total = row
+        plan = None
+        if items and batch_size:
+            plan = RunPlan(run_id.decode(), int(items), int(batch_size))
+        runs[run_id.decode()] = RunState(run_id.decode(), plan, bits(pushed), bits(done),
+                                         int(committed), int(dead), int(total))
+    foreign = 0
+
+    def place(head: bytes, into_queue: bool) -> None:
+        nonlocal foreign
+        parts = head.split(b"|")
+        state = runs.get(parts[0].decode(errors="replace")) if len(parts) == 3 else None
+        if state is None:
+            foreign += 1
+            return
+        seq, count = int(parts[1]), int(parts[2])
+        if into_queue:
+            state.queue[seq] += 1
+            state.queue_items += count
+        else:
+            state.inflight[seq] += 1
+            state.inflight_items += count
+
+    for head in queue_heads:
+        place(head, True)
+    orphans: Counter[str] = Counter()
+    holders: Counter[str] = Counter()
+    for owner_raw, alive, heads in inflight_raw:
+        owner = owner_raw.decode()
+        holders[owner] += len(heads)
+        if not alive and heads:
+            orphans[owner] += len(heads)
+        for head in heads:
+            place(head, False)
+    return Snapshot(time.monotonic(), runs, foreign, dict(orphans), dict(holders),
+                    int(reclaimed))
+
+
+def violations(snapshot: Snapshot, seen_pushed: dict[str, set[int]],
+               seen_done: dict[str, set[int]]) -> dict[tuple[str, str], str]:
+    """Every violation in one snapshot, keyed so that the same one is recognised next time."""
+    found: dict[tuple[str, str], str] = {}
+    for run_id, state in snapshot.runs.items():
+        if state.plan is None:
+            continue
+        where: Counter[int] = state.queue + state.inflight
+        for seq in state.done:
+            where[seq] += 1
+        for seq in state.pushed:
+            n = where.get(seq, 0)
+            if n == 0:
+                found[(run_id, f"lost:{seq}")] = f"batch {seq} is pushed but nowhere"
+            elif n > 1:
+                found[(run_id, f"twice:{seq}")] = (
+                    f"batch {seq} is in {n} places (queue {state.queue[seq]}, in flight "
+                    f"{state.inflight[seq]}, done {int(seq in state.done)})")
+        for seq in where:
+            if seq not in state.pushed:
+                found[(run_id, f"unpushed:{seq}")] = f"batch {seq} is present but not pushed"
+        located = state.queue_items + state.inflight_items + state.committed + state.dead_items
+        if located != state.pushed_items:
+            found[(run_id, "conservation")] = (
+                f"queue {state.queue_items} + in flight {state.inflight_items} + committed "
+                f"{state.committed} + dead {state.dead_items} = {located} != pushed "
+                f"{state.pushed_items}")
+        if state.committed + state.dead_items != state.done_items:
+            found[(run_id, "double")] = (
+                f"committed {state.committed} + dead {state.dead_items} != items of done "
+                f"batches {state.done_items}")
+        lost_pushed = seen_pushed.setdefault(run_id, set()) - state.pushed
+        lost_done = seen_done.setdefault(run_id, set()) - state.done
+        if lost_pushed:
+            found[(run_id, "pushed-bit-lost")] = (
+                f"pushed bits unset again: {sorted(lost_pushed)[:5]}")
+        if lost_done:
+            found[(run_id, "done-bit-lost")] = f"done bits unset again: {sorted(lost_done)[:5]}"
+        seen_pushed[run_id] |= state.pushed
+        seen_done[run_id] |= state.done
+    return found
+
+
+@dataclass
+class CheckerReport:
+    samples: int = 0
+    failed_samples: int = 0  # Redis unreachable (killed) at sampling time
+    transient: int = 0  # distinct violations seen that went away within the window
+    persistent: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    max_orphan_age_s: float = 0.0
+
+
+class Checker(threading.Thread):
+    def __init__(self, client: redis.Redis, keys: Keys, run_ids: list[str], *,
+                 interval: float, window: float) -> None:
+        super().__init__(name="checker", daemon=True)
+        self.client, self.keys, self.run_ids = client, keys, run_ids
+        self.interval, self.window = interval, window
+        self.stopping = threading.Event()
+        self.report = CheckerReport()
+        self.latest: Snapshot | None = None
+        self._open: dict[tuple[str, str], tuple[float, str]] = {}
+        self._seen_pushed: dict[str, set[int]] = {}
+        self._seen_done: dict[str, set[int]] = {}
+        self._orphans_since: dict[str, float] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> Snapshot | None:
+        try:
+            snap = take_snapshot(self.client, self.keys, self.run_ids)
+        except redis.RedisError as exc:
+            with self.lock:
+                self.report.failed_samples += 1
+            log.debug("snapshot failed: %s", exc)
+            return None
+        with self.lock:
+            self._judge(snap)
+            self.latest = snap
+        return snap
+
+    def _judge(self, snap: Snapshot) -> None:
+        self.report.samples += 1
+        found = violations(snap, self._seen_pushed, self._seen_done)
+        now = snap.at
+        for key, text in found.items():
+            if key not in self._open:
+                self._open[key] = (now, text)
+                log.warning("violation seen: run %s: %s", key[0], text)
+                if len(self.report.examples) < 20:
+                    self.report.examples.append(f"run {key[0]}: {text}")
+            first, _ = self._open[key]
+            if now - first > self.window and key not in self._reported:
+                self._reported.add(key)
+                message = f"run {key[0]}: {text} (for {now - first:.1f} s)"
+                log.error("violation persists past the window: %s", message)
+                self.report.persistent.append(message)
+        for key in list(self._open):
+            if key not in found:
+                del self._open[key]
+                self.report.transient += 1
+        for owner in snap.orphans:
+            self._orphans_since.setdefault(owner, now)
+        for owner in list(self._orphans_since):
+            if owner not in snap.orphans:
+                age = now - self._orphans_since.pop(owner)
+                self.report.max_orphan_age_s = max(self.report.max_orphan_age_s, age)
+
+    def finish(self) -> CheckerReport:
+        self.stopping.set()
+        self.join(timeout=10)
+        with self.lock:
+            for _, (_first, text) in self._open.items():
+                self.report.examples.append(f"still open at the end: {text}")
+            return self.report

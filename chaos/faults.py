@@ -1,0 +1,430 @@
+"""The fault injector: a schedule drawn from the seed, and one thread per fault episode.
+
+The schedule (when, which kind, how long, which of the eligible consumers) depends on the seed
+alone, so a seed replays the same faults; what the processes happen to be doing at that moment
+does not replay exactly. Kinds:
+
+``sigkill``    SIGKILL a consumer that holds claims, start a replacement in its slot after a
+               short delay. Recovered when the dead consumer's claims are back on the queue.
+``sigstop``    SIGSTOP a consumer that holds claims, keep it stopped until its heartbeat has
+               lapsed and its claims were reclaimed by the others, then a little longer, then
+               SIGCONT. It wakes up holding batches others now own: its commits must be fenced.
+               Recovered when its claims were reclaimed; "back" when it commits again.
+``redis``      kill -9 redis-server, keep it down for a while, start it on the same data
+               directory. Every commit acknowledged before the kill must still be there.
+               Recovered when commits resume.
+``partition``  take down the link of the consumer that runs in its own network namespace,
+               until its heartbeat lapsed and its claims were reclaimed, then bring it up. It
+               must reconnect, have its stale commits fenced, and commit again.
+
+Each episode checks that it landed (the victim held claims; the claims were reclaimed; the
+consumers logged retries while Redis was down) and that the system recovered within a deadline;
+an episode that did not recover is a failure of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import redis
+
+from chaos.cluster import Cluster, Generation, Slot
+from chaos.netns import Namespaces
+from exactsum.connection import make_client
+from exactsum.keys import Keys
+
+log = logging.getLogger("chaos.faults")
+
+KINDS = ("sigkill", "sigstop", "redis", "partition")
+WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2}
+# What a late returner logs when its commit is refused (consumer_service/worker.py).
+FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
+RETRY_MARK = "retrying in"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Episode:
+    index: int
+    at: float  # seconds after the injector starts
+    kind: str
+    hold: float  # sigkill: delay before the replacement; sigstop/partition: extra time away
+    # after the claims were reclaimed; redis: time down
+    pick: float  # in [0, 1): which of the eligible consumers
+
+    def describe(self) -> str:
+        return f"#{self.index} at {self.at:6.1f}s {self.kind:<9} hold {self.hold:4.1f}s"
+
+
+def schedule(seed: int, duration: float, kinds: list[str], ttl: float) -> list[Episode]:
+    """The episodes of one run: each enabled kind once early on, then random ones."""
+    rng = random.Random(seed)
+    first = list(kinds)
+    rng.shuffle(first)
+    episodes: list[Episode] = []
+    t, redis_free = 2.0, 0.0
+    while t < duration:
+        kind = first.pop(0) if first else rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
+        if kind == "sigkill":
+            hold = rng.uniform(0.0, 2.0)
+        elif kind == "redis":
+            hold = rng.uniform(0.3, 1.5 * ttl)  # sometimes longer than the heartbeat TTL
+        else:
+            hold = rng.uniform(0.5, ttl)
+        at = t
+        if kind == "redis":
+            at = max(at, redis_free)
+            redis_free = at + hold + 2 * ttl + 5
+        if at < duration:
+            episodes.append(Episode(len(episodes), round(at, 2), kind, round(hold, 2),
+                                    rng.random()))
+        t += rng.uniform(2.0, 6.0)
+    return sorted(episodes, key=lambda e: e.at)
+
+
+@dataclass
+class Outcome:
+    episode: Episode
+    victim: str = ""
+    skipped: str = ""
+    landed: bool = False
+    failure: str = ""
+    recover_s: float | None = None
+    back_s: float | None = None
+    fenced: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.episode.describe()}  skipped: {self.skipped}"
+        parts = [self.episode.describe(), f"victim {self.victim or '-'}",
+                 "landed" if self.landed else "DID NOT LAND"]
+        if self.recover_s is not None:
+            parts.append(f"recovered in {self.recover_s:.2f}s")
+        if self.back_s is not None:
+            parts.append(f"back in {self.back_s:.2f}s")
+        if self.fenced:
+            parts.append(f"{self.fenced} late commits refused")
+        parts += self.notes
+        if self.failure:
+            parts.append(f"FAILED: {self.failure}")
+        return "  ".join(parts)
+
+
+@dataclass
+class KindSummary:
+    kind: str
+    injected: int
+    landed: int
+    failed: int
+    skipped: int
+    recover: list[float]
+    back: list[float]
+    fenced: int
+
+    @staticmethod
+    def of(kind: str, outcomes: list[Outcome]) -> KindSummary:
+        mine = [o for o in outcomes if o.episode.kind == kind]
+        done = [o for o in mine if not o.skipped]
+        return KindSummary(
+            kind, len(done), sum(o.landed for o in done), sum(bool(o.failure) for o in done),
+            len(mine) - len(done),
+            [o.recover_s for o in done if o.recover_s is not None],
+            [o.back_s for o in done if o.back_s is not None],
+            sum(o.fenced for o in done),
+        )
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} / {max(values):.2f}"
+
+
+class Injector(threading.Thread):
+    def __init__(self, cluster: Cluster, netns: Namespaces | None, keys: Keys, run_id: str,
+                 items: int, episodes: list[Episode], *, ttl: float, reclaim_interval: float,
+                 threads: int) -> None:
+        super().__init__(name="injector", daemon=True)
+        self.cluster, self.netns, self.keys = cluster, netns, keys
+        self.run_id, self.items = run_id, items
+        self.episodes = episodes
+        self.ttl, self.reclaim_interval, self.threads = ttl, reclaim_interval, threads
+        self.stopping = threading.Event()
+        self.outcomes: list[Outcome] = []
+        self.redis_lock = threading.Lock()
+        # No hidden retries (make_client): a read during a Redis outage fails and is retried
+        # here, where its time is seen.
+        self.client = make_client(f"redis://127.0.0.1:{cluster.server.port}/0",
+                                  socket_timeout=2.0, name="chaos-injector")
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    # -- reading Redis through faults ------------------------------------------------------
+
+    def _read(self, what: Callable[[], T], deadline: float) -> T | None:
+        """``what()``, retried while Redis is down or loading; None past the deadline."""
+        while True:
+            try:
+                return what()
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.1)
+
+    def _poll(self, condition: Callable[[], bool], timeout: float,
+              interval: float = 0.05) -> float | None:
+        """Seconds until ``condition()`` held, or None if it never did within ``timeout``."""
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            value = self._read(condition, deadline)
+            if value:
+                return time.monotonic() - start
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(interval)
+
+    def holds(self, consumer_id: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for n in range(self.threads):
+            pipe.llen(self.keys.inflight(consumer_id, n))
+        return sum(int(x) for x in pipe.execute())
+
+    def alive(self, consumer_id: str) -> bool:
+        return bool(self.client.exists(self.keys.heartbeat(consumer_id)))
+
+    def committed_by(self, consumer_id: str) -> int:
+        value = self.client.hget(self.keys.run(self.run_id).by_consumer, consumer_id)
+        return int(value or 0)
+
+    def committed(self) -> int:
+        return int(self.client.get(self.keys.run(self.run_id).committed) or 0)
+
+    def run_finished(self) -> bool:
+        try:
+            return self.committed() >= self.items
+        except redis.RedisError:
+            return False
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for episode in self.episodes:
+            if self.stopping.wait(max(0.0, start + episode.at - time.monotonic())):
+                break
+            if self.run_finished():
+                log.info("the run finished; no more faults")
+                break
+            outcome = Outcome(episode)
+            with self._lock:
+                self.outcomes.append(outcome)
+            thread = threading.Thread(target=self._execute, args=(outcome,),
+                                      name=f"fault-{episode.index}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        for thread in self._threads:
+            thread.join()
+
+    def _execute(self, outcome: Outcome) -> None:
+        kind = outcome.episode.kind
+        log.info("fault %s: start", outcome.episode.describe())
+        try:
+            if kind == "redis":
+                with self.redis_lock:
+                    self._redis(outcome)
+            else:
+                slot = self._choose(outcome.episode, need_link=kind == "partition")
+                if slot is None:
+                    outcome.skipped = "no eligible consumer (all others busy with faults)"
+                else:
+                    try:
+                        {"sigkill": self._sigkill, "sigstop": self._sigstop,
+                         "partition": self._partition}[kind](outcome, slot)
+                    finally:
+                        with self.cluster.lock:
+                            slot.busy = False
+        except Exception as exc:  # a bug of the harness must not leave a process stopped
+            log.exception("fault %d crashed", outcome.episode.index)
+            outcome.failure = f"harness error: {type(exc).__name__}: {exc}"
+        log.info("fault %s", outcome.line())
+
+    def _choose(self, episode: Episode, need_link: bool) -> Slot | None:
+        """A consumer not under another fault, keeping at least one other consumer free."""
+        deadline = time.monotonic() + 20
+        while not self.stopping.is_set():
+            with self.cluster.lock:
+                free = [s for s in self.cluster.slots
+                        if not s.busy and s.current.popen.poll() is None]
+                candidates = [s for s in free if s.link is not None or not need_link]
+                if candidates and len(free) >= 2:
+                    slot = candidates[int(episode.pick * len(candidates))]
+                    slot.busy = True
+                    return slot
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+        return None
+
+    def _wait_holding(self, generation: Generation) -> tuple[int, bool]:
+        """Wait (a few seconds at most) until the victim is alive and holds claims.
+
+        Returns what it held and whether its heartbeat was alive: a fault on a consumer whose
+        heartbeat had already lapsed (after a long Redis outage, say) would prove nothing.
+        """
+        held, alive = 0, False
+
+        def ready() -> bool:
+            nonlocal held, alive
+            held = self.holds(generation.consumer_id)
+            alive = self.alive(generation.consumer_id)
+            return held > 0 and alive
+
+        self._poll(ready, 10.0)
+        return held, alive
+
+    @property
+    def reclaim_deadline(self) -> float:
+        """Heartbeat TTL, a few reclaim sweeps, and a margin for a loaded machine."""
+        return self.ttl + 3 * self.reclaim_interval + 15
+
+    # -- the kinds -------------------------------------------------------------------------
+
+    def _sigkill(self, outcome: Outcome, slot: Slot) -> None:
+        gen = slot.current
+        outcome.victim = f"{slot.name} {gen.consumer_id}"
+        held, alive = self._wait_holding(gen)
+        killed = time.monotonic()
+        gen.popen.send_signal(signal.SIGKILL)
+        gen.popen.wait(timeout=10)
+        outcome.notes.append(f"held {held}" + ("" if alive else ", heartbeat already gone"))
+        # The replacement starts after the hold while the reclaim is timed, not before.
+        replaced: list[str] = []
+
+        def replace() -> None:
+            time.sleep(outcome.episode.hold)
+            try:
+                replaced.append(self.cluster.start_consumer(slot).consumer_id)
+            except RuntimeError as exc:
+                replaced.append(f"FAILED: {exc}")
+
+        starter = threading.Thread(target=replace, name=f"replace-{slot.index}", daemon=True)
+        starter.start()
+        gone = self._poll(lambda: self.holds(gen.consumer_id) == 0, self.reclaim_deadline)
+        if gone is None:
+            outcome.failure = "the dead consumer's claims were not reclaimed"
+        else:
+            outcome.recover_s = time.monotonic() - killed
+            outcome.landed = held > 0 and alive
+        starter.join()
+        if replaced and replaced[0].startswith("FAILED"):
+            outcome.failure = f"the replacement did not start: {replaced[0]}"
+        else:
+            outcome.notes.append(f"replaced by {replaced[0] if replaced else '?'}")
+
+    def _away(self, outcome: Outcome, slot: Slot, leave: Callable[[], None],
+              come_back: Callable[[], None]) -> None:
+        """SIGSTOP or partition: away until reclaimed, then back; fenced, then serving."""
+        gen = slot.current
+        outcome.victim = f"{slot.name} {gen.consumer_id}"
+        held, alive = self._wait_holding(gen)
+        outcome.notes.append(f"held {held}" + ("" if alive else ", heartbeat already gone"))
+        fenced_before = gen.count(*FENCE_MARKS)
+        retries_before = gen.count(RETRY_MARK)
+        left = time.monotonic()
+        leave()
+        try:
+            reclaimed = self._poll(
+                lambda: not self.alive(gen.consumer_id) and self.holds(gen.consumer_id) == 0,
+                self.reclaim_deadline)
+            if reclaimed is None:
+                outcome.failure = "its claims were not reclaimed while it was away"
+            else:
+                outcome.recover_s = time.monotonic() - left
+                outcome.landed = held > 0 and alive
+            time.sleep(outcome.episode.hold)
+        finally:
+            come_back()
+        returned = time.monotonic()
+        base = self._read(lambda: self.committed_by(gen.consumer_id), returned + 30) or 0
+        again = self._poll(
+            lambda: self.committed_by(gen.consumer_id) > base or self.committed() >= self.items,
+            60.0, interval=0.1)
+        if gen.popen.poll() is not None:
+            outcome.failure = f"it exited with {gen.popen.returncode} after coming back"
+        elif again is None:
+            outcome.failure = "it did not commit again within 60 s of coming back"
+        elif self._read(lambda: self.committed_by(gen.consumer_id) > base, returned + 30):
+            outcome.back_s = time.monotonic() - returned
+        else:
+            outcome.notes.append("the run ended before it committed again")
+        time.sleep(1.0)  # let its late commits be refused and logged
+        outcome.fenced = gen.count(*FENCE_MARKS) - fenced_before
+        if outcome.episode.kind == "partition":
+            outcome.notes.append(f"{gen.count(RETRY_MARK) - retries_before} retries logged")
+
+    def _sigstop(self, outcome: Outcome, slot: Slot) -> None:
+        popen = slot.current.popen
+        self._away(outcome, slot, lambda: popen.send_signal(signal.SIGSTOP),
+                   lambda: popen.send_signal(signal.SIGCONT))
+
+    def _partition(self, outcome: Outcome, slot: Slot) -> None:
+        assert self.netns is not None and slot.link is not None
+        netns, link = self.netns, slot.link
+        self._away(outcome, slot, lambda: netns.set_link(link, up=False),
+                   lambda: netns.set_link(link, up=True))
+
+    def _redis(self, outcome: Outcome) -> None:
+        server = self.cluster.server
+        outcome.victim = f"redis-server pid {server.process.pid if server.process else '?'}"
+        gens = [s.current for s in self.cluster.slots]
+        retries_before = [g.count(RETRY_MARK) for g in gens]
+        fenced_before = [g.count(*FENCE_MARKS) for g in gens]
+        acknowledged = self._read(self.committed, time.monotonic() + 10)
+        killed = time.monotonic()
+        server.kill()
+        time.sleep(outcome.episode.hold)
+        restarted = time.monotonic()
+        server.start(timeout=60)
+        outcome.notes.append(f"down {restarted - killed:.1f}s, loaded in "
+                             f"{time.monotonic() - restarted:.2f}s")
+        after = self._read(self.committed, time.monotonic() + 30)
+        if acknowledged is None or after is None:
+            outcome.failure = "could not read the committed counter around the restart"
+            return
+        if after < acknowledged:
+            outcome.failure = (f"committed went back from {acknowledged} to {after}: "
+                               "acknowledged writes were lost")
+            return
+        resumed = self._poll(lambda: self.committed() > after or after >= self.items, 60.0)
+        if resumed is None:
+            outcome.failure = "commits did not resume within 60 s of the restart"
+        elif after < self.items:
+            outcome.back_s = time.monotonic() - restarted
+            outcome.recover_s = time.monotonic() - killed
+
+        def retried() -> int:
+            return sum(g.count(RETRY_MARK) > n for g, n in zip(gens, retries_before, strict=True))
+
+        outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
+        # A long outage lets every heartbeat lapse: claims are reclaimed as Redis comes back
+        # and the owners' commits are refused.
+        outcome.fenced = sum(g.count(*FENCE_MARKS) - n
+                             for g, n in zip(gens, fenced_before, strict=True))
+        outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
+
+    def finish(self, timeout: float) -> list[Outcome]:
+        self.stopping.set()
+        self.join(timeout=timeout)
+        with self._lock:
+            return list(self.outcomes)
