@@ -30,7 +30,7 @@ def _state(client: redis.Redis, keys: Keys, scripts: Scripts) -> list[bytes]:
     status = scripts.commit(
         keys=[keys.inflight("c1", 0), rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
               rk.stale],
-        args=[elements[0], 0, 2, 1, "c1"])
+        args=["c1", elements[0], 0, 2, 1])
     assert status[0] == 1
     return elements
 
