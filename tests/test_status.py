@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import signal
 import struct
 import subprocess
@@ -121,7 +122,15 @@ def test_status_tables_and_watch(services: Services, tmp_path: Path) -> None:
             seen += os.read(leader, 65536)
         assert seen.count(report["run_id"].encode()) >= 3, seen[-2000:]  # redrawn, live
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=10) == 0
+        # Keep draining the terminal: a full pty would block the last redraw on exit.
+        stop_by = time.monotonic() + 10
+        while watch.poll() is None and time.monotonic() < stop_by:
+            if select.select([leader], [], [], 0.1)[0]:
+                try:
+                    os.read(leader, 65536)
+                except OSError:
+                    break
+        assert watch.wait(timeout=5) == 0
     finally:
         if watch.poll() is None:
             watch.kill()
