@@ -92,7 +92,6 @@ class Worker(threading.Thread):
         self.taken = 0
         self.resync = True
         self.committed_items = 0
-        self.busy = False
         self.latency = LatencyHistogram()
 
     # -- claiming --------------------------------------------------------------------------
@@ -149,7 +148,6 @@ class Worker(threading.Thread):
                 return
             if not claimed:
                 continue
-            self.busy = True
             elements = [self.pending.popleft()
                         for _ in range(min(len(self.pending), self.max_claim))]
             try:
@@ -159,7 +157,6 @@ class Worker(threading.Thread):
                 # the service gives them back on the way out.
                 return
             finally:
-                self.busy = False
                 bind_run(None)
 
     # -- processing ------------------------------------------------------------------------

@@ -78,12 +78,9 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     timed_out = False
     try:
         pusher.run()
-        expected_sum = (
-            source.expected_sum if isinstance(source, FileSource) else source.generated_sum
-        )
         if pusher.pushed_items == plan.items:
             retrying(lambda: set_state(client, keys, run_id, "pushed",
-                                       expected_sum=str(expected_sum)),
+                                       expected_sum=str(source.expected_sum)),
                      "mark pushed", log, stop=stop, deadline=deadline)
             log.info("run %s: all %d items pushed; waiting for the consumers", run_id,
                      plan.items)
@@ -93,9 +90,6 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     except RetryAborted as exc:
         log.error("run %s: gave up: %s", run_id, exc)
         timed_out = True
-        expected_sum = (
-            source.expected_sum if isinstance(source, FileSource) else source.generated_sum
-        )
     finally:
         progress.finished.set()
         progress.join()
@@ -103,7 +97,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         log.warning("run %s: interrupted", run_id)
     elapsed = time.monotonic() - started
 
-    result = retrying(lambda: audit(client, keys, plan, expected_sum), "audit", log,
+    result = retrying(lambda: audit(client, keys, plan, source.expected_sum), "audit", log,
                       deadline=time.monotonic() + 60)
     status = report.exit_status(result, timed_out)
     final_state = {0: "verified", 3: "dead-lettered"}.get(status, "unverified")

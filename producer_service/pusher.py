@@ -67,7 +67,6 @@ class Pusher:
         self._drawn_items = 0
         self._started = 0.0
         self.pushed_items = 0
-        self.waits = 0
 
     def run(self) -> None:
         """Push everything; re-raise the first error of any thread."""
@@ -142,8 +141,6 @@ class Pusher:
                 pause = 0.002
                 continue
             # The queue is at its bound: wait for the consumers, as queue.Queue.put() would.
-            with self._lock:
-                self.waits += 1
             self.events.on_wait(self.run_id)
             if self.stop.wait(pause):
                 return

@@ -102,8 +102,8 @@ def _shown(text: str, limit: int = 40) -> str:
 class RandomSource:
     """``items`` random integers in ``[low, high]``, the same ones for the same seed.
 
-    The expected sum is the sum of what is generated, so it is known only once every batch is
-    made (``generated_sum``); the bounds check uses the worst case instead. Not thread-safe: the
+    The expected sum is the sum of what is generated, so ``expected_sum`` is final only once
+    every batch is made; the bounds check uses the worst case instead. Not thread-safe: the
     pusher draws batches under its own lock, which also keeps a seed's numbers in one order.
     """
 
@@ -121,7 +121,7 @@ class RandomSource:
         # a table of the values' text saves a str() per item.
         span = high - low + 1
         self._table = [str(v) for v in range(low, high + 1)] if span <= 4096 else None
-        self.generated_sum = 0
+        self.expected_sum = 0
 
     def batches(self) -> Iterator[OutBatch]:
         size = self.batch_size
@@ -137,5 +137,5 @@ class RandomSource:
                 values = [rng.randint(self.low, self.high) for _ in range(count)]
                 body = ",".join(map(str, values))
                 total = sum(values)
-            self.generated_sum += total
+            self.expected_sum += total
             yield OutBatch(seq, count, total, body)

@@ -25,7 +25,7 @@ def numbers(count: int, seed: int = 1) -> tuple[list[int], int]:
     """The numbers the producer pushes for this seed (its default range 1..11), and their sum."""
     source = RandomSource(count, 1, 11, seed, batch_size=1000)
     values = [int(v) for batch in source.batches() for v in batch.body.split(",") if v]
-    return values, source.generated_sum
+    return values, source.expected_sum
 
 
 def client() -> redis.Redis:
