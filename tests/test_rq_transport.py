@@ -1,0 +1,273 @@
+"""The RQ transport (``--transport rq``) against a real redis-server, real RQ workers, real signals.
+
+Each test has a Redis of its own: RQ's keys live in RQ's ``rq:`` namespace, not under the test's
+key prefix, so a shared server would let tests see each other's queues and workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import redis
+
+from exactsum.keys import Keys, RqKeys, job_id, parse_job_id
+from exactsum.localredis import LocalRedis
+from exactsum.rqjobs import JobOptions
+from exactsum.runs import RunPlan, create_run
+from exactsum.scripts import Scripts
+from producer_service.rq_sink import RqSink
+from tests.procs import Proc, Services, assert_exact, finish, wait_until
+
+QUEUE = "q"
+RQ = ("--transport", "rq", "--rq-queue", QUEUE)
+# Dead workers noticed within about two seconds (the heartbeat TTL) and looked for twice a second.
+QUICK = ("--heartbeat-ttl", "2", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
+
+
+@pytest.fixture
+def rclient(own_redis: LocalRedis) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(own_redis.url, socket_timeout=10)
+    yield conn
+    conn.close()
+
+
+def _run_keys(keys: Keys, report: dict[str, Any]) -> Any:
+    return keys.run(report["run_id"])
+
+
+def _busy_execution(client: redis.Redis, consumer_id: str | None = None) -> tuple[str, str]:
+    """An execution in progress (its registry member and worker), of ``consumer_id``'s workers
+    if given; waits for one."""
+    found: list[tuple[str, str]] = []
+
+    def look() -> bool:
+        for member in cast(list[bytes], client.zrange(RqKeys(QUEUE).started, 0, -1)):
+            worker = client.hget(RqKeys.execution(member.decode()), "worker_name")
+            if worker and (consumer_id is None or worker.decode().startswith(consumer_id)):
+                found.append((member.decode(), worker.decode()))
+                return True
+        return False
+
+    wait_until(look, 30, "an RQ job in progress")
+    return found[0]
+
+
+def _worker_pid(client: redis.Redis, worker: str) -> int:
+    return int(cast(bytes, client.hget(f"rq:worker:{worker}", "pid")))
+
+
+def _consumer(services: Services, *args: str) -> tuple[Proc, str]:
+    proc = services.consumer(*RQ, *QUICK, *args)
+    return proc, services.consumer_id(proc)
+
+
+@pytest.mark.timeout(120)
+def test_rq_run_of_30000_items_is_exact_over_two_consumers(own_services: Services) -> None:
+    _consumer(own_services, "--threads", "3")
+    _consumer(own_services, "--threads", "3")
+    producer = own_services.producer(*RQ, "--count", "30000", "--batch", "100", "--seed", "5")
+    report = finish(producer, timeout=100)
+    assert_exact(report, 30000)
+    assert len(report["by_consumer"]) == 2, report
+    assert report["stale_commits"] == 0, report
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_of_an_rq_worker_in_a_job_puts_the_job_back_and_counts_it_once(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    # 20 jobs of about a second each over two workers: the one killed is surely mid-job.
+    consumer, consumer_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
+    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "100")
+    member, worker = _busy_execution(rclient)
+    os.kill(_worker_pid(rclient, worker), signal.SIGKILL)
+    report = finish(producer, timeout=100)
+    assert_exact(report, 2000)
+    keys = own_services.keys
+    assert int(rclient.get(keys.reclaimed) or 0) >= 1
+    killed_job = member.rsplit(":", 1)[0]
+    assert f"job {killed_job}: its worker {worker} is dead; put back" in consumer.stderr
+    # The job ran again to completion, on a new worker, and its batch was counted once.
+    run_id, seq = cast(tuple[str, int], parse_job_id(keys.prefix, killed_job))
+    assert rclient.getbit(keys.run(run_id).done, seq) == 1
+    assert rclient.hget(keys.run(run_id).leases, str(seq)) == b"1"
+    assert f"RQ worker {worker} (pid" in consumer.stderr  # its death was seen and logged
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_of_a_whole_rq_consumer_is_recovered_by_another(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    victim, victim_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
+    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "100")
+    _busy_execution(rclient, victim_id)
+    victim.signal(signal.SIGKILL)  # its workers die with it (they ask the kernel to)
+    survivor, _ = _consumer(own_services, "--threads", "2")
+    report = finish(producer, timeout=100)
+    assert_exact(report, 2000)
+    assert int(rclient.get(own_services.keys.reclaimed) or 0) >= 1
+    assert "is dead; put back on the queue" in survivor.stderr
+
+
+@pytest.mark.timeout(120)
+def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    late, late_id = _consumer(own_services, "--threads", "1", "--work-io-ms", "10")
+    producer = own_services.producer(*RQ, "--count", "1000", "--batch", "100")
+    member, worker = _busy_execution(rclient, late_id)
+    pids = [late.popen.pid, _worker_pid(rclient, worker)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        other, _ = _consumer(own_services, "--threads", "2")
+        # The paused consumer's heartbeat lapses; the other one puts its job back and counts it.
+        wait_until(lambda: int(rclient.get(own_services.keys.reclaimed) or 0) >= 1, 30,
+                   "the paused worker's job to be put back")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    report = finish(producer, timeout=100)
+    assert_exact(report, 1000)
+    # The late execution woke up and tried to commit: refused, its batch already counted by the
+    # job's new execution (or, had it come back first, its lease was no longer the batch's).
+    wait_until(lambda: "was already resolved; not counted again" in late.stderr
+               or "was put back while its worker seemed dead" in late.stderr, 30,
+               "the late execution's refused commit")
+    assert int(rclient.get(_run_keys(own_services.keys, report).stale) or 0) >= 1
+
+
+@pytest.mark.timeout(120)
+def test_jobs_that_raise_are_retried_by_rq_until_they_count(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    _consumer(own_services, "--threads", "3", "--flaky-rate", "0.3")
+    producer = own_services.producer(*RQ, "--count", "20000", "--batch", "100",
+                                     "--rq-retries", "20")
+    report = finish(producer, timeout=100)
+    assert_exact(report, 20000)
+    attempts = {int(v) for v in rclient.hvals(_run_keys(own_services.keys, report).attempts)}
+    assert attempts and max(attempts) >= 1, "no job ever failed: the test proved nothing"
+
+
+@pytest.mark.timeout(120)
+def test_poison_jobs_use_up_their_rq_retries_and_are_dead_lettered_never_lost(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    _consumer(own_services, "--threads", "3", "--fail-rate", "0.002")
+    producer = own_services.producer(*RQ, "--count", "20000", "--batch", "10",
+                                     "--rq-retries", "2")
+    assert producer.wait(timeout=100) == 3, producer.stderr[-3000:]
+    report = producer.report()
+    assert report["lost"] == 0 and report["duplicated"] == 0, report
+    assert report["dead_lettered"] > 0, report
+    assert report["committed"] + report["dead_lettered"] == 20000, report
+    assert report["sum"] + report["dead_sum"] == report["expected_sum"], report
+    entries = [json.loads(e) for e in
+               rclient.lrange(_run_keys(own_services.keys, report).dead, 0, -1)]
+    assert entries and all("poison" in e["reason"] for e in entries), entries[:3]
+    assert all(e["attempts"] == 3 for e in entries), entries[:3]  # RQ ran each 1 + 2 times
+    assert sum(e["items"] for e in entries) == report["dead_lettered"]
+
+
+@pytest.mark.timeout(120)
+def test_jobs_rq_kills_for_their_timeout_are_dead_lettered_with_rqs_reason(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    # Every job needs 1.5 s and may take 1 s: RQ kills it, retries it once, then fails it.
+    _consumer(own_services, "--threads", "2", "--work-io-ms", "30")
+    producer = own_services.producer(*RQ, "--count", "200", "--batch", "50",
+                                     "--rq-job-timeout", "1", "--rq-retries", "1")
+    assert producer.wait(timeout=100) == 3, producer.stderr[-3000:]
+    report = producer.report()
+    assert report["lost"] == 0 and report["duplicated"] == 0, report
+    assert report["committed"] == 0 and report["dead_lettered"] == 200, report
+    entries = [json.loads(e) for e in
+               rclient.lrange(_run_keys(own_services.keys, report).dead, 0, -1)]
+    assert len(entries) == 4
+    assert all("JobTimeoutException" in e["reason"] for e in entries), entries
+
+
+# -- the scripts and the enqueue on their own ------------------------------------------------
+
+
+def _plan(client: redis.Redis, keys: Keys, run_id: str, items: int, batch: int) -> RunPlan:
+    plan = RunPlan(run_id, items, batch)
+    create_run(client, keys, plan, "test-producer", "rq")
+    return plan
+
+
+@pytest.mark.timeout(30)
+def test_enqueue_is_once_only_and_stops_at_the_bound(rclient: redis.Redis) -> None:
+    keys = Keys("t")
+    _plan(rclient, keys, "r1", 30, 10)
+    sink = RqSink(rclient, keys, "r1", QUEUE, bound=2, options=JobOptions())
+    batches = [(seq, 10, b"pc1|r1|%d|10|0|1,1,1,1,1,1,1,1,1,1" % seq) for seq in range(3)]
+    assert sink.send(batches) == 2  # the third does not fit under the bound
+    assert sink.send(batches) == 2  # re-sent: nothing new, still no room
+    rq_queue = RqKeys(QUEUE).queue
+    assert rclient.lrange(rq_queue, 0, -1) == [b"t-r1-0", b"t-r1-1"]
+    rclient.lpop(rq_queue)  # a worker took one: room for the third
+    assert sink.send(batches) == 3
+    assert rclient.lrange(rq_queue, 0, -1) == [b"t-r1-1", b"t-r1-2"]
+    assert rclient.hlen(keys.run("r1").batches) == 3
+    assert rclient.bitcount(keys.run("r1").pushed) == 3
+    assert parse_job_id("t", job_id("t", "r-1_x", 12)) == ("r-1_x", 12)
+    assert parse_job_id("t", "other-r-1") is None and parse_job_id("t", "t-r-x") is None
+
+
+@pytest.mark.timeout(30)
+def test_commit_job_counts_once_and_refuses_an_old_lease(rclient: redis.Redis) -> None:
+    keys, scripts = Keys("t"), Scripts.register(rclient)
+    _plan(rclient, keys, "r1", 10, 10)
+    rk = keys.run("r1")
+    rclient.hset(rk.batches, "0", b"element")
+    commit_keys = [rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer, rk.stale, rk.batches,
+                   rk.leases]
+    rclient.hset(rk.leases, "0", 1)  # put back once: lease 1
+    assert scripts.commit_job(keys=commit_keys, args=["c", 0, 10, 55, "0"]) == -1
+    assert rclient.get(rk.sum) is None and rclient.hexists(rk.batches, "0")
+    assert scripts.commit_job(keys=commit_keys, args=["c", 0, 10, 55, "1"]) == 1
+    assert scripts.commit_job(keys=commit_keys, args=["c", 0, 10, 55, "1"]) == 0
+    assert rclient.get(rk.sum) == b"55" and rclient.get(rk.committed) == b"10"
+    assert not rclient.hexists(rk.batches, "0")
+    assert rclient.get(rk.stale) == b"2"
+    # A sum that would overflow is refused whole.
+    rclient.hset(rk.batches, "1", b"element")
+    assert scripts.commit_job(keys=commit_keys, args=["c", 1, 1, 2**63 - 1, "0"]) == -3
+    assert rclient.get(rk.sum) == b"55" and rclient.getbit(rk.done, 1) == 0
+
+
+@pytest.mark.timeout(30)
+def test_reclaim_job_puts_back_while_retries_last_then_dead_letters(
+    rclient: redis.Redis,
+) -> None:
+    keys, scripts, rq = Keys("t"), Scripts.register(rclient), RqKeys(QUEUE)
+    _plan(rclient, keys, "r1", 10, 10)
+    rk = keys.run("r1")
+    job = job_id("t", "r1", 0)
+    rclient.hset(rk.batches, "0", b"element")
+    rclient.hset(RqKeys.job(job), mapping={"status": "started", "retries_left": 1})
+
+    def reclaim(member: str) -> list[int]:
+        rclient.zadd(rq.started, {member: 1})
+        return [int(x) for x in scripts.reclaim_job(
+            keys=[rq.started, rq.queue, RqKeys.job(job), rk.done, rk.leases, rk.batches,
+                  rk.dead, rk.dead_items, keys.reclaimed],
+            args=[member, job, 0, 10, '{"reason": "dead"}'],
+        )]
+
+    assert reclaim(f"{job}:e1") == [1, 1]  # put back, lease 1, one retry used
+    assert rclient.lrange(rq.queue, 0, -1) == [job.encode()]
+    assert rclient.hget(RqKeys.job(job), "retries_left") == b"0"
+    assert reclaim(f"{job}:e2") == [2, 2]  # no retries left: dead-lettered
+    assert rclient.getbit(rk.done, 0) == 1 and rclient.get(rk.dead_items) == b"10"
+    assert not rclient.hexists(rk.batches, "0")
+    assert reclaim(f"{job}:e3") == [0, 0]  # resolved: nothing to do
+    assert rclient.zscore(rq.started, f"{job}:e3") is not None  # and nothing touched
+    assert rclient.llen(rq.queue) == 1 and rclient.llen(rk.dead) == 1
