@@ -9,6 +9,10 @@ consumer service that ran it has no heartbeat, or, for a worker that no consumer
 ``reclaim_job.lua``: back on RQ's queue with one retry fewer and a new lease, or dead-lettered
 when no retry is left.
 
+A job id that a worker took from RQ's queue but never recorded as started (its connection
+dropped in between: a Redis restart does it) is moved back after a few seconds, where RQ's own
+maintenance would wait a minute and count a failed attempt.
+
 A job that RQ itself moved to its FailedJobRegistry (its timeout killed it, or RQ's maintenance
 gave up on it) has a batch that nobody will count; it is dead-lettered here with RQ's reason.
 The job's own failures never get there unresolved: on its last attempt it dead-letters itself.
@@ -35,6 +39,8 @@ from exactsum.scripts import Scripts
 log = logging.getLogger("consumer.rq_reclaimer")
 
 REQUEUED, DEAD_LETTERED = 1, 2
+# An id that stayed this long in RQ's intermediate queue without being started is stranded.
+STRANDED_AFTER_S = 5.0
 
 
 def consumer_of(worker_name: str) -> str | None:
@@ -59,6 +65,7 @@ class RqReclaimer(threading.Thread):
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self._settled_failed: set[str] = set()
+        self._stranded: dict[str, float] = {}
         self._next_retention = 0.0
 
     def run(self) -> None:
@@ -75,7 +82,7 @@ class RqReclaimer(threading.Thread):
 
     def sweep(self) -> int:
         """One pass; returns the jobs put back or dead-lettered."""
-        handled = self.reclaim_dead_workers() + self.settle_failed()
+        handled = self.reclaim_dead_workers() + self.rescue_stranded() + self.settle_failed()
         now = time.monotonic()
         if now >= self._next_retention:
             expire_finished_runs(self.client, self.keys)
@@ -142,6 +149,33 @@ class RqReclaimer(threading.Thread):
             log.error("job %s: its worker %s is dead and it has no retries left; its batch "
                       "(%d items) is dead-lettered", job_id, worker, items)
         return 1 if int(status) else 0
+
+    # -- job ids stranded between taken and started ------------------------------------------
+
+    def rescue_stranded(self) -> int:
+        """Move back ids that stayed in RQ's intermediate queue, not started, for longer than
+        ``STRANDED_AFTER_S`` (a live worker moves them on within milliseconds)."""
+        ids = {i.decode() for i in
+               cast(list[bytes], self.client.lrange(self.rq.intermediate, 0, -1))}
+        now = time.monotonic()
+        self._stranded = {i: self._stranded.get(i, now) for i in ids
+                          if parse_job_id(self.keys.prefix, i) is not None}
+        overdue = [i for i, seen in self._stranded.items() if now - seen >= STRANDED_AFTER_S]
+        if not overdue:
+            return 0
+        started = {m.decode().rsplit(":", 1)[0] for m in
+                   cast(list[bytes], self.client.zrange(self.rq.started, 0, -1))}
+        rescued = 0
+        for job_id in overdue:
+            if job_id in started:
+                continue
+            if int(self.scripts.rescue_job(keys=[self.rq.intermediate, self.rq.queue],
+                                           args=[job_id])):
+                rescued += 1
+                log.warning("job %s was stranded in RQ's intermediate queue (taken by a "
+                            "worker, never started); put back on the queue", job_id)
+            self._stranded.pop(job_id, None)
+        return rescued
 
     # -- jobs RQ failed by itself ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ import signal
 import sys
 from dataclasses import asdict, dataclass
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
@@ -109,7 +110,12 @@ def main() -> int:
     # service starts a new worker, with backoff, and puts back whatever this one held.
     # RQ logs three lines per job at INFO; ours say what matters (put back, dead-lettered).
     rq_level = "DEBUG" if config.log_level == "DEBUG" else "WARNING"
-    worker.work(logging_level=rq_level, with_scheduler=False)
+    try:
+        worker.work(logging_level=rq_level, with_scheduler=False)
+    except redis.RedisError as exc:
+        # RQ's clean-up on the way out needs Redis too; RQ has logged the first error already.
+        log.error("RQ worker %s stopped: %s: %s", config.name, type(exc).__name__, exc)
+        return 1
     return 0
 
 

@@ -144,6 +144,11 @@ class RqKeys:
         return f"rq:queue:{self.queue_name}"
 
     @property
+    def intermediate(self) -> str:
+        """List of job ids a worker has taken but not yet recorded as started."""
+        return f"rq:queue:{self.queue_name}:intermediate"
+
+    @property
     def started(self) -> str:
         """RQ's StartedJobRegistry: zset of ``<job id>:<execution id>`` being run."""
         return f"rq:wip:{self.queue_name}"

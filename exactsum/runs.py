@@ -144,12 +144,14 @@ class Progress:
         return self.committed + self.dead_lettered
 
 
-def read_progress(client: redis.Redis, keys: Keys, run_id: str) -> Progress:
+def read_progress(client: redis.Redis, keys: Keys, run_id: str,
+                  queue_key: str | None = None) -> Progress:
+    """Where a run stands; ``queue_key`` is the queue it travels by (default: the native one)."""
     rk = keys.run(run_id)
     pipe = client.pipeline(transaction=False)
     pipe.get(rk.committed)
     pipe.get(rk.dead_items)
-    pipe.llen(keys.queue)
+    pipe.llen(queue_key or keys.queue)
     committed, dead, depth = pipe.execute()
     return Progress(int(committed or 0), int(dead or 0), int(depth))
 

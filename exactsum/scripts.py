@@ -31,6 +31,7 @@ class Scripts:
     commit_job: Script
     dead_letter_job: Script
     reclaim_job: Script
+    rescue_job: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -47,4 +48,5 @@ class Scripts:
             commit_job=client.register_script(_source("commit_job")),
             dead_letter_job=client.register_script(_source("dead_letter_job")),
             reclaim_job=client.register_script(_source("reclaim_job")),
+            rescue_job=client.register_script(_source("rescue_job")),
         )

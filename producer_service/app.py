@@ -14,7 +14,7 @@ import redis
 
 from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.events import NO_PRODUCER_EVENTS
-from exactsum.keys import Keys
+from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
 from exactsum.rqjobs import JobOptions
@@ -85,6 +85,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
         interval=settings.progress_interval,
+        queue_key=RqKeys(settings.rq_queue).queue if settings.transport == "rq" else None,
     )
     progress.start()
     timed_out = False

@@ -26,9 +26,11 @@ class ProgressReporter(threading.Thread):
         pushed: Callable[[], int],
         *,
         interval: float = 1.0,
+        queue_key: str | None = None,
     ) -> None:
         super().__init__(name="progress", daemon=True)
         self.client, self.keys, self.run_id, self.total = client, keys, run_id, total
+        self.queue_key = queue_key
         self.pushed = pushed
         self.interval = interval
         self.finished = threading.Event()
@@ -38,7 +40,7 @@ class ProgressReporter(threading.Thread):
         last_time, last_done = time.monotonic(), 0
         while not self.finished.wait(self.interval):
             try:
-                progress = read_progress(self.client, self.keys, self.run_id)
+                progress = read_progress(self.client, self.keys, self.run_id, self.queue_key)
             except redis.RedisError as exc:
                 # The pusher and the waiter retry and log each attempt; this only skips a tick.
                 log.debug("progress: %s", exc)

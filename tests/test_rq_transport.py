@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from exactsum.runs import RunPlan, create_run
 from exactsum.scripts import Scripts
 from producer_service.rq_sink import RqSink
 from tests.procs import Proc, Services, assert_exact, finish, wait_until
+from tests.procs import committed as committed_items
 
 QUEUE = "q"
 RQ = ("--transport", "rq", "--rq-queue", QUEUE)
@@ -82,7 +84,7 @@ def test_sigkill_of_an_rq_worker_in_a_job_puts_the_job_back_and_counts_it_once(
     own_services: Services, rclient: redis.Redis
 ) -> None:
     # 20 jobs of about a second each over two workers: the one killed is surely mid-job.
-    consumer, consumer_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
+    consumer, _ = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
     producer = own_services.producer(*RQ, "--count", "2000", "--batch", "100")
     member, worker = _busy_execution(rclient)
     os.kill(_worker_pid(rclient, worker), signal.SIGKILL)
@@ -120,12 +122,12 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
 ) -> None:
     late, late_id = _consumer(own_services, "--threads", "1", "--work-io-ms", "10")
     producer = own_services.producer(*RQ, "--count", "1000", "--batch", "100")
-    member, worker = _busy_execution(rclient, late_id)
+    _, worker = _busy_execution(rclient, late_id)
     pids = [late.popen.pid, _worker_pid(rclient, worker)]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        other, _ = _consumer(own_services, "--threads", "2")
+        _consumer(own_services, "--threads", "2")
         # The paused consumer's heartbeat lapses; the other one puts its job back and counts it.
         wait_until(lambda: int(rclient.get(own_services.keys.reclaimed) or 0) >= 1, 30,
                    "the paused worker's job to be put back")
@@ -191,6 +193,25 @@ def test_jobs_rq_kills_for_their_timeout_are_dead_lettered_with_rqs_reason(
                rclient.lrange(_run_keys(own_services.keys, report).dead, 0, -1)]
     assert len(entries) == 4
     assert all("JobTimeoutException" in e["reason"] for e in entries), entries
+
+
+@pytest.mark.timeout(180)
+def test_redis_killed_and_restarted_mid_rq_run(
+    own_redis: LocalRedis, own_services: Services
+) -> None:
+    _consumer(own_services, "--threads", "2")
+    _consumer(own_services, "--threads", "2")
+    producer = own_services.producer(*RQ, "--count", "100000", "--batch", "100",
+                                     "--max-queue", "20000")
+    client = redis.Redis.from_url(own_redis.url, socket_timeout=5)
+    wait_until(lambda: int(client.zcard(own_services.keys.runs) or 0) > 0
+               and committed_items(client, own_services.keys) > 5000, 60, "a run under way")
+    client.close()
+    own_redis.kill()
+    time.sleep(1.5)
+    own_redis.start()
+    report = finish(producer, timeout=150)
+    assert_exact(report, 100000)
 
 
 # -- the scripts and the enqueue on their own ------------------------------------------------
