@@ -34,9 +34,12 @@ class OursConfig:
     producer_threads: int = 2
     sample_rss: bool = False
     seed: int = 1
+    # "rq": the same services over RQ (--transport rq); threads are then RQ worker processes.
+    transport: str = "native"
 
     def label(self) -> str:
-        text = f"batch {self.batch}, {self.consumers} consumers x {self.threads} threads"
+        pool = "RQ worker processes" if self.transport == "rq" else "threads"
+        text = f"batch {self.batch}, {self.consumers} consumers x {self.threads} {pool}"
         if self.work_cpu_us:
             text += f", {self.work_cpu_us:g} us CPU/item"
         if self.work_io_ms:
@@ -77,14 +80,18 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
                 args += ["--work-io-ms", str(cfg.work_io_ms)]
             if cfg.max_claim is not None:
                 args += ["--max-claim", str(cfg.max_claim)]
+            args += ["--transport", cfg.transport]
             consumers.append(procs.Proc(f"consumer{i}", args, env, workdir))
         _wait_registered(client, cfg.consumers, consumers)
+        if cfg.transport == "rq":
+            _wait_rq_workers(client, cfg.consumers * cfg.threads, consumers)
         spies = [_py_spy(consumers[0], workdir, env)] if profile else []
         cpu_redis_before = server.cpu_seconds(client)
         producer_args = [procs.PYTHON, "-m", "producer_service", "--json",
                          "--count", str(cfg.items), "--batch", str(cfg.batch),
                          "--seed", str(cfg.seed), "--threads", str(cfg.producer_threads),
-                         "--timeout", str(timeout), "--progress-interval", "60"]
+                         "--timeout", str(timeout), "--progress-interval", "60",
+                         "--transport", cfg.transport]
         if cfg.rate:
             producer_args += ["--rate", str(cfg.rate)]
         producer = procs.Proc("producer", producer_args, env, workdir, stdout=True)
@@ -148,10 +155,16 @@ def _py_spy(target: procs.Proc, workdir: Path, env: dict[str, str]) -> procs.Pro
                        str(workdir / f"{target.name}.pyspy.txt")], env, workdir)
 
 
-def _wait_registered(client: Any, count: int, consumers: list[procs.Proc]) -> None:
+def _wait_rq_workers(client: Any, count: int, consumers: list[procs.Proc]) -> None:
+    """RQ workers start after their consumer service registers: wait for all of them too."""
+    _wait_registered(client, count, consumers, size=lambda: int(client.scard("rq:workers")))
+
+
+def _wait_registered(client: Any, count: int, consumers: list[procs.Proc],
+                     size: Any = None) -> None:
     deadline = time.monotonic() + 30
     key = Keys().consumers
-    while int(client.zcard(key)) < count:
+    while int(size() if size else client.zcard(key)) < count:
         for consumer in consumers:
             if not consumer.alive():
                 raise RuntimeError(f"{consumer.name} exited: {consumer.stderr_tail()}")

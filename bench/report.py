@@ -50,6 +50,8 @@ def quick_line(summaries: list[dict[str, Any]], info: dict[str, Any],
     unbatched = s["ours-unbatched"]["items_per_s"]
     rq = s["rq-simple"]["items_per_s"]
     latency = s["latency-10k-batch1"]
+    native_t = s["transport-native-batch1000"]["items_per_s"]
+    rq_t = s["transport-rq-batch1000"]["items_per_s"]
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 1) if a and b else None
@@ -61,6 +63,9 @@ def quick_line(summaries: list[dict[str, Any]], info: dict[str, Any],
         "ratio_batched_vs_rq": ratio(batched, rq),
         "ratio_unbatched_vs_rq": ratio(unbatched, rq),
         "p99_latency_ms": latency.get("latency_p99_ms"),
+        "native_transport_items_per_s": native_t,
+        "rq_transport_items_per_s": rq_t,
+        "ratio_native_vs_rq_transport": ratio(native_t, rq_t),
         "latency_rate_items_per_s": latency.get("items_per_s"),
         "exact": all(x["exact"] for x in summaries),
         "reps": max(x["reps"] for x in summaries),
@@ -68,6 +73,7 @@ def quick_line(summaries: list[dict[str, Any]], info: dict[str, Any],
             "batched": s["ours-batched"]["label"], "unbatched": s["ours-unbatched"]["label"],
             "rq": "RQ SimpleWorker, 2 worker processes, one job per number",
             "latency": latency["label"],
+            "transports": s["transport-rq-batch1000"]["label"],
         },
         "machine": machine.one_line(info),
         "duration_s": round(duration_s, 1),
@@ -205,6 +211,20 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
             r = x["items_per_s"]
             out.append(f"| {x['name']} | {config} | {_spread(x)} | {_exact(x)} | "
                        f"{_times(ours_1, r)} | {_times(best, r)} |")
+
+    transport = [x for x in summaries if x["group"] == "transport"]
+    if transport:
+        out += ["", "## Transports side by side (2 consumers x 4 workers: threads, or RQ worker "
+                "processes)", "",
+                "| batch | native items/s | RQ items/s | native is | exact (native / RQ) |",
+                "| ---: | ---: | ---: | ---: | --- |"]
+        for batch in sorted({x["params"]["batch"] for x in transport}):
+            native = s.get(f"transport-native-batch{batch}", {})
+            rq = s.get(f"transport-rq-batch{batch}", {})
+            out.append(f"| {batch} | {_spread(native) if native else '-'} | "
+                       f"{_spread(rq) if rq else '-'} | "
+                       f"{_times(native.get('items_per_s'), rq.get('items_per_s'))} | "
+                       f"{_exact(native) if native else '-'} / {_exact(rq) if rq else '-'} |")
 
     redis_rows = [x for x in summaries if x["group"] == "redis"]
     if redis_rows:

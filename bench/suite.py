@@ -121,7 +121,24 @@ def quick(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
                    _ours(ours.OursConfig(1, 2, 4, _scaled(30_000, s), rate=10_000)), reps),
         Experiment("competitors", "rq-simple", {"worker": "SimpleWorker", "processes": 2},
                    _competitor("rq_job", _scaled(600, s, 20), simple=True), reps),
+        *_transports((1000,), {1000: _scaled(300_000, s, 2000)}, reps),
     ]
+
+
+def _transports(batches: tuple[int, ...], items: dict[int, int],
+                reps: int) -> list[Experiment]:
+    """The same run over each transport, one beside the other: 2 consumers x 4 workers (threads
+    for the native transport, RQ worker processes for RQ). The RQ runs have fewer items: each
+    is timed on its own, so the figure is a rate either way."""
+    exps = []
+    for batch in batches:
+        for transport, share in (("native", 1), ("rq", 10)):
+            count = max(items[batch] // share, batch * 20)
+            exps.append(Experiment(
+                "transport", f"transport-{transport}-batch{batch}",
+                {"transport": transport, "batch": batch, "consumers": 2, "workers": 4},
+                _ours(ours.OursConfig(batch, 2, 4, count, transport=transport)), reps))
+    return exps
 
 
 def full(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
@@ -178,6 +195,9 @@ def full(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
         exps.append(Experiment(
             "memory", f"memory-10M-batch{batch}", {"batch": batch, "consumers": 2, "threads": 4},
             _ours(ours.OursConfig(batch, 2, 4, _scaled(10_000_000, s), sample_rss=True)), 1))
+    exps += _transports((10, 100, 1000),
+                        {10: _scaled(300_000, s, 200), 100: _scaled(1_000_000, s, 2000),
+                         1000: _scaled(3_000_000, s, 20_000)}, reps)
     exps += [
         Experiment("competitors", "rq-simple", {"worker": "SimpleWorker", "processes": 2},
                    _competitor("rq_job", _scaled(1500, s, 20), simple=True), reps),

@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"ours_batched_items_per_s", "ours_unbatched_items_per_s", "rq_items_per_s",
-        "ratio_batched_vs_rq", "ratio_unbatched_vs_rq", "p99_latency_ms", "exact"}
+        "ratio_batched_vs_rq", "ratio_unbatched_vs_rq", "p99_latency_ms",
+        "native_transport_items_per_s", "rq_transport_items_per_s",
+        "ratio_native_vs_rq_transport", "exact"}
 
 
 @pytest.mark.timeout(90)
