@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -175,6 +177,37 @@ def test_poison_jobs_use_up_their_rq_retries_and_are_dead_lettered_never_lost(
     assert entries and all("poison" in e["reason"] for e in entries), entries[:3]
     assert all(e["attempts"] == 3 for e in entries), entries[:3]  # RQ ran each 1 + 2 times
     assert sum(e["items"] for e in entries) == report["dead_lettered"]
+
+
+@pytest.mark.timeout(120)
+def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
+    own_services: Services, own_redis: LocalRedis, rclient: redis.Redis
+) -> None:
+    poisoned, _ = _consumer(own_services, "--threads", "2", "--fail-rate", "0.01")
+    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "10",
+                                     "--rq-retries", "0")
+    assert producer.wait(timeout=60) == 3, producer.stderr[-3000:]
+    report = producer.report()
+    assert report["dead_lettered"] > 0 and report["lost"] == 0, report
+    poisoned.signal(signal.SIGTERM)
+    assert poisoned.wait(timeout=20) == 0
+    _consumer(own_services, "--threads", "2")  # the fix is deployed: nothing is poison now
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "exactsum.admin", *args], capture_output=True, text=True,
+            timeout=30, env=own_services.env(), check=False)
+
+    requeued = admin("dead", "requeue", "--run", report["run_id"], "--all", "--rq-queue", QUEUE)
+    assert requeued.returncode == 0, requeued.stderr
+    assert admin("dead", "requeue", "--run", report["run_id"], "--all",
+                 "--rq-queue", QUEUE).stdout.startswith("requeue: 0 of 0")
+    wait_until(lambda: admin("audit", "--run", report["run_id"]).returncode == 0, 60,
+               "the requeued batches to be counted")
+    audited = json.loads(admin("audit", "--run", report["run_id"], "--json").stdout)
+    assert audited["committed"] == 2000 and audited["dead_lettered"] == 0, audited
+    assert audited["duplicated"] == 0 and audited["sum"] == audited["expected_sum"], audited
+    assert rclient.hlen(own_services.keys.run(report["run_id"]).batches) == 0
 
 
 @pytest.mark.timeout(120)
