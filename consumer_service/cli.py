@@ -7,7 +7,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from consumer_service.service import ConsumerService
+from consumer_service.rq_service import RqConsumerService
+from consumer_service.service import ConsumerService, new_consumer_id
 from consumer_service.settings import parse_settings
 from exactsum.connection import FATAL_ERRORS
 from exactsum.logs import set_context, setup_logging
@@ -21,10 +22,15 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         stop = threading.Event()
         stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
-        service = ConsumerService(settings)
+        consumer_id = new_consumer_id()
         setup_logging(settings.log_level, settings.log_format, service="consumer",
-                      identity=service.consumer_id)
-        set_context(consumer=service.consumer_id)
+                      identity=consumer_id)
+        set_context(consumer=consumer_id)
+        service: ConsumerService | RqConsumerService
+        if settings.transport == "rq":
+            service = RqConsumerService(settings, consumer_id)
+        else:
+            service = ConsumerService(settings, consumer_id)
         return service.serve(stop)
     except MetricsServerError as exc:
         sys.stderr.write(f"consumer: error: {exc}\n")

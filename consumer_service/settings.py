@@ -35,6 +35,8 @@ class ConsumerSettings:
     stats_file: str | None
     metrics_port: int
     metrics_addr: str
+    transport: str
+    rq_queue: str
 
     @property
     def heartbeat_interval(self) -> float:
@@ -56,7 +58,8 @@ def build_parser() -> EnvParser:
     parser.add_common_options()
     add = parser.add_env_option
     add("--threads", env="CONSUMER_THREADS", default=4, type=positive_int,
-        help="worker threads, each with its own claim")
+        help="worker threads, each with its own claim (with --transport rq: RQ worker "
+        "processes)")
     add("--block-timeout", env="CONSUMER_BLOCK_TIMEOUT", default=1.0, type=positive_float,
         help="seconds a claim waits on an empty queue before looking again")
     add("--heartbeat-ttl", env="CONSUMER_HEARTBEAT_TTL", default=5.0, type=positive_float,
@@ -84,6 +87,7 @@ def build_parser() -> EnvParser:
         help="at exit, write to FILE a JSON summary: items committed and push-to-commit "
         "latency percentiles (for benchmarks)")
     parser.add_metrics_options("CONSUMER_METRICS_PORT")
+    parser.add_transport_options()
     return parser
 
 
@@ -97,6 +101,7 @@ def share(text: str) -> float:
 def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
+    parser.check_transport(args.transport, args.key_prefix)
     settings = ConsumerSettings(**vars(args))
     if settings.block_timeout + settings.heartbeat_interval >= settings.heartbeat_ttl:
         parser.error(

@@ -15,8 +15,6 @@ queue is empty, a thread claims one element at a time with the blocking BLMOVE.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -33,6 +31,7 @@ from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
+from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.worker")
@@ -279,10 +278,7 @@ class Worker(threading.Thread):
             self.pending.clear()
 
     def _entry(self, element: bytes, reason: str, **facts: object) -> str:
-        return json.dumps(
-            {"reason": reason, **facts, "consumer": self.consumer_id, "at": time.time(),
-             "element_b64": base64.b64encode(element).decode()}
-        )
+        return dead_letter_entry(element, reason, self.consumer_id, **facts)
 
     def _dead_letter_foreign(self, element: bytes, reason: str) -> None:
         entry = self._entry(element, reason)

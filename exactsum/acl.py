@@ -55,9 +55,11 @@ _OBSERVER_COMMANDS = [
     "+getbit", "+scan", "+pttl", "+exists", "+multi", "+exec",
 ]
 
-# Keys the consumers write in a run; the producer's are meta and pushed (see runs.py).
+# Keys the consumers write in a run; the producer's are meta, pushed and batches (runs.py).
+# batches and leases are the RQ transport's; with it, both users also need RQ's own keys and
+# commands, which these rules do not grant (use an ACL user written for RQ).
 _CONSUMER_RUN_KEYS = ("done", "sum", "committed", "dead_items", "dead", "by_consumer", "stale",
-                      "attempts", "dropped")
+                      "attempts", "dropped", "batches", "leases")
 
 
 def rules(prefix: str) -> dict[str, list[str]]:
@@ -67,7 +69,7 @@ def rules(prefix: str) -> dict[str, list[str]]:
     producer = [
         *_COMMON, *_PRODUCER_COMMANDS,
         f"%RW~{keys.queue}", f"%RW~{keys.runs}", f"%RW~{run}:meta", f"%RW~{run}:pushed",
-        f"%R~{run}",
+        f"%RW~{run}:batches", f"%R~{run}",
     ]
     consumer = [
         *_COMMON, *_CONSUMER_COMMANDS,

@@ -22,6 +22,14 @@ The layout (prefix ``pc`` by default, see ``KEY_PREFIX``)::
     pc:run:<id>:attempts           hash    batch number -> failed processing attempts so far
     pc:run:<id>:dropped            list    dead letters an operator dropped (still accounted)
     pc:dropped                     list    dropped dead letters of no run
+    pc:run:<id>:batches            hash    RQ transport: batch number -> element, from the push
+                                           until the batch is resolved (the numbers of a job)
+    pc:run:<id>:leases             hash    RQ transport: batch number -> lease, raised each time
+                                           a dead worker's job is put back (fences its commit)
+
+With the RQ transport (``--transport rq``) the queue is RQ's, under RQ's own key names
+(:class:`RqKeys`): ``rq:queue:<name>`` holds job ids, ``rq:job:<job id>`` a job, and so on.
+A job id is ``<prefix>-<run id>-<batch number>`` (:func:`job_id`).
 
 The ``<consumer>`` and ``<id>`` parts never contain ``:``, so a key splits back into its parts.
 """
@@ -42,6 +50,8 @@ RUN_KEY_SUFFIXES = (
     "stale",
     "attempts",
     "dropped",
+    "batches",
+    "leases",
 )
 
 
@@ -60,6 +70,8 @@ class RunKeys:
     stale: str
     attempts: str
     dropped: str
+    batches: str
+    leases: str
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in RUN_KEY_SUFFIXES]
@@ -114,3 +126,54 @@ class Keys:
     def run(self, run_id: str) -> RunKeys:
         base = f"{self.prefix}:run:{run_id}"
         return RunKeys(**{name: f"{base}:{name}" for name in RUN_KEY_SUFFIXES})
+
+
+@dataclass(frozen=True)
+class RqKeys:
+    """RQ's key names for one RQ queue, as RQ 3 writes them (its ``rq:`` namespace).
+
+    Only the RQ transport's scripts and its reclaimer use these; everything else goes through
+    RQ's own classes. They are here so that every key name the services touch is in this file.
+    """
+
+    queue_name: str
+
+    @property
+    def queue(self) -> str:
+        """List of job ids waiting (RQ pushes on the right and its workers take the left)."""
+        return f"rq:queue:{self.queue_name}"
+
+    @property
+    def started(self) -> str:
+        """RQ's StartedJobRegistry: zset of ``<job id>:<execution id>`` being run."""
+        return f"rq:wip:{self.queue_name}"
+
+    @property
+    def failed(self) -> str:
+        """RQ's FailedJobRegistry: zset of job ids whose retries ran out."""
+        return f"rq:failed:{self.queue_name}"
+
+    @staticmethod
+    def job(job_id: str) -> str:
+        return f"rq:job:{job_id}"
+
+    @staticmethod
+    def execution(composite: str) -> str:
+        """An execution's hash (it names the worker), from a StartedJobRegistry member."""
+        return f"rq:execution:{composite}"
+
+
+def job_id(prefix: str, run_id: str, seq: int) -> str:
+    """The RQ job id of one batch. Fixed by the batch, so a re-sent enqueue cannot make a second
+    job, and the job says which batch it is. RQ allows letters, digits, ``_`` and ``-`` only."""
+    return f"{prefix}-{run_id}-{seq}"
+
+
+def parse_job_id(prefix: str, text: str) -> tuple[str, int] | None:
+    """``(run id, batch number)`` of one of our job ids under ``prefix``; None for any other."""
+    if not text.startswith(prefix + "-"):
+        return None
+    run_id, _, seq = text[len(prefix) + 1 :].rpartition("-")
+    if not run_id or not seq.isdigit():
+        return None
+    return run_id, int(seq)

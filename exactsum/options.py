@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,17 @@ def key_prefix(text: str) -> str:
     return text
 
 
+RQ_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def rq_queue_name(text: str) -> str:
+    if not text or any(c in text for c in ":,") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an RQ queue name is non-empty, without ':', ',' or spaces"
+        )
+    return text
+
+
 class EnvParser(argparse.ArgumentParser):
     """An ArgumentParser whose options may take their default from an environment variable."""
 
@@ -133,6 +145,24 @@ class EnvParser(argparse.ArgumentParser):
             "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
             help="log line format",
         )
+
+    def add_transport_options(self) -> None:
+        """Which queue carries the batches; the producer and its consumers must agree."""
+        self.add_env_option(
+            "--transport", env="TRANSPORT", default="native", choices=["native", "rq"],
+            help="native: a Redis list and this project's scripts; rq: RQ jobs on an RQ queue, "
+            "run by RQ workers (the sum stays exact either way)",
+        )
+        self.add_env_option(
+            "--rq-queue", env="RQ_QUEUE", default="exactsum", type=rq_queue_name,
+            help="the RQ queue's name (with --transport rq)",
+        )
+
+    def check_transport(self, transport: str, prefix: str) -> None:
+        """RQ job ids carry the key prefix, and RQ allows only letters, digits, _ and - in them."""
+        if transport == "rq" and not RQ_SAFE_RE.match(prefix):
+            self.error(f"--key-prefix {prefix!r}: with --transport rq a key prefix is made of "
+                       "letters, digits, '_' and '-' only (it is part of RQ job ids)")
 
     def add_metrics_options(self, port_env: str) -> None:
         """Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given."""

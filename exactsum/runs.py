@@ -45,7 +45,8 @@ class RunPlan:
         return (batches_done - 1) * self.batch_size + self.last_batch_size
 
 
-def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) -> None:
+def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
+               transport: str = "native") -> None:
     """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
 
     ``producer`` must be unique to this producer process: a call re-sent after a lost reply
@@ -67,6 +68,7 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str) ->
             "state": "pushing",
             "items": plan.items,
             "started_ms": now_ms,
+            "transport": transport,
         },
     )
     client.zadd(keys.runs, {plan.run_id: now_ms})
@@ -82,7 +84,7 @@ def set_state(
 FINAL_STATES = frozenset({"verified", "unverified", "dead-lettered"})
 # Each side expires the keys it writes, so neither needs write access to the other's keys
 # (with the ACL users of exactsum.acl, the producer cannot touch a sum, not even its TTL).
-PRODUCER_WRITES = ("meta", "pushed")
+PRODUCER_WRITES = ("meta", "pushed", "batches")
 
 
 def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -> None:
@@ -196,6 +198,13 @@ class Audit:
         out["exact"] = self.exact
         out["accounted"] = self.accounted
         return out
+
+
+def dead_letter_entry(element: bytes, reason: str, consumer: str, **facts: object) -> str:
+    """A dead-letter entry as the scripts store it and the audit and ``admin`` read it: why,
+    where, when, and the element itself (base64), from which its items and sum are re-read."""
+    return json.dumps({"reason": reason, **facts, "consumer": consumer, "at": time.time(),
+                       "element_b64": base64.b64encode(element).decode()})
 
 
 def _dead_totals(entries: list[bytes]) -> tuple[int, int, list[str]]:

@@ -28,6 +28,9 @@ class Scripts:
     retry: Script
     requeue_dead: Script
     drop_dead: Script
+    commit_job: Script
+    dead_letter_job: Script
+    reclaim_job: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -41,4 +44,7 @@ class Scripts:
             retry=client.register_script(_source("retry")),
             requeue_dead=client.register_script(_source("requeue_dead")),
             drop_dead=client.register_script(_source("drop_dead")),
+            commit_job=client.register_script(_source("commit_job")),
+            dead_letter_job=client.register_script(_source("dead_letter_job")),
+            reclaim_job=client.register_script(_source("reclaim_job")),
         )

@@ -17,11 +17,13 @@ from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
+from exactsum.rqjobs import JobOptions
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
 from exactsum.scripts import Scripts
 from producer_service import report
 from producer_service.progress import ProgressReporter
-from producer_service.pusher import Pusher
+from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
+from producer_service.rq_sink import RqSink
 from producer_service.settings import ProducerSettings
 from producer_service.source import FileSource, RandomSource
 
@@ -58,17 +60,27 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         metrics.serve(settings.metrics_addr, settings.metrics_port)
 
     try:
-        retrying(lambda: create_run(client, keys, plan, producer_name), "create run", log,
+        retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport),
+                 "create run", log,
                  stop=stop, deadline=deadline)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    log.info("run %s: %d items in %d batches of up to %d", run_id, plan.items, plan.batches,
-             plan.batch_size)
+    log.info("run %s: %d items in %d batches of up to %d, over %s", run_id, plan.items,
+             plan.batches, plan.batch_size,
+             f"RQ queue {settings.rq_queue!r}" if settings.transport == "rq" else keys.queue)
 
-    pusher = Pusher(client, keys, scripts, run_id, source.batches(), threads=settings.threads,
-                    batch_size=settings.batch, max_queue_items=settings.max_queue, stop=stop,
-                    deadline=deadline, rate=settings.rate, events=metrics or NO_PRODUCER_EVENTS)
+    bound = queue_bound(settings.max_queue, settings.batch)
+    sink: BatchSink
+    if settings.transport == "rq":
+        sink = RqSink(client, keys, run_id, settings.rq_queue, bound,
+                      JobOptions(timeout_s=settings.rq_job_timeout, retries=settings.rq_retries,
+                                 result_ttl_s=settings.retention))
+    else:
+        sink = ListSink(keys, scripts, run_id, bound)
+    pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,
+                    batch_size=settings.batch, stop=stop, deadline=deadline, rate=settings.rate,
+                    events=metrics or NO_PRODUCER_EVENTS)
     progress = ProgressReporter(
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,

@@ -1,9 +1,10 @@
 """The producer's thread pool: draws batches from the source and pushes them onto the queue.
 
-Each push is one call of ``push.lua`` carrying several batches, so a round trip carries thousands
-of items. The script marks each batch pushed in the run's ``pushed`` bitmap, which makes a re-sent
-push (after a lost reply) a no-op, and it stops at the queue's bound, which is the backpressure:
-the thread waits and sends the rest again.
+Each push carries several batches, so a round trip carries thousands of items: one call of
+``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
+(``producer_service.rq_sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
+which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
+is the backpressure: the thread waits and sends the rest again.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-
-import redis
+from typing import Protocol
 
 from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
@@ -32,33 +32,37 @@ ITEMS_PER_CALL = 8192
 MAX_BATCHES_PER_CALL = 256
 
 
+class BatchSink(Protocol):
+    """Where pushes go: the native list (:class:`ListSink`) or RQ (``producer_service.rq_sink``).
+
+    ``send`` takes ``(sequence number, items, element)`` triples in order and returns how many
+    of them, from the first, are now pushed, counting those already pushed by an earlier call
+    whose reply was lost; it stops at the first that does not fit under the queue's bound.
+    Sending the same batches again must be harmless: :func:`retrying` re-sends after errors.
+    """
+
+    def send(self, batches: list[tuple[int, int, bytes]]) -> int: ...
+
+
 class Pusher:
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
-        scripts: Scripts,
+        sink: BatchSink,
         run_id: str,
         batches: Iterator[OutBatch],
         *,
         threads: int,
         batch_size: int,
-        max_queue_items: int,
         stop: threading.Event,
         deadline: float,
         rate: float = 0.0,
         events: ProducerEvents = NO_PRODUCER_EVENTS,
     ) -> None:
-        self.client = client
-        self.keys = keys
-        self.scripts = scripts
+        self.sink = sink
         self.run_id = run_id
         self._batches = batches
         self.threads = threads
         self.per_call = max(1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
-        # The queue holds batches, so its bound in elements is the item bound over the batch
-        # size (at least one element, or nothing could ever be pushed).
-        self.bound = max(1, max_queue_items // batch_size) if max_queue_items else 0
         self.stop = stop
         self.deadline = deadline
         self.rate = rate
@@ -111,33 +115,27 @@ class Pusher:
             self._push(chunk, dues)
 
     def _push(self, chunk: list[OutBatch], dues: list[float]) -> None:
-        args: list[bytes | int] = []
         # Paced, a batch is stamped with the wall-clock time it was due, not the time it was
         # sent: a late push then shows in the push-to-commit latency instead of hiding from it.
         offset_us = time.time_ns() // 1000 - time.monotonic() * 1e6
-        for i, batch in enumerate(chunk):
-            stamp = int(dues[i] * 1e6 + offset_us) if dues else None
-            args += [batch.seq,
-                     encode_text(self.run_id, batch.seq, batch.count, batch.body, stamp)]
-        keys = [self.keys.queue, self.keys.run(self.run_id).pushed]
+        batches = [
+            (batch.seq, batch.count,
+             encode_text(self.run_id, batch.seq, batch.count, batch.body,
+                         int(dues[i] * 1e6 + offset_us) if dues else None))
+            for i, batch in enumerate(chunk)
+        ]
         pause = 0.002
-        while chunk:
-            call_args = [self.bound, *args]
-            handled = int(
-                retrying(
-                    lambda: self.scripts.push(keys=keys, args=call_args),  # noqa: B023
-                    "push",
-                    log,
-                    stop=self.stop,
-                    deadline=self.deadline,
-                )
+        while batches:
+            handled = retrying(
+                lambda: self.sink.send(batches),  # noqa: B023
+                "push", log, stop=self.stop, deadline=self.deadline,
             )
             if handled:
-                items = sum(b.count for b in chunk[:handled])
+                items = sum(count for _, count, _ in batches[:handled])
                 with self._lock:
                     self.pushed_items += items
                 self.events.on_push(self.run_id, handled, items)
-                chunk, args = chunk[handled:], args[2 * handled :]
+                batches = batches[handled:]
                 pause = 0.002
                 continue
             # The queue is at its bound: wait for the consumers, as queue.Queue.put() would.
@@ -145,3 +143,25 @@ class Pusher:
             if self.stop.wait(pause):
                 return
             pause = min(pause * 2, 0.05)
+
+
+class ListSink:
+    """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
+    once (the run's ``pushed`` bitmap), and stops at the queue's bound."""
+
+    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int) -> None:
+        self.scripts = scripts
+        self.keys = [keys.queue, keys.run(run_id).pushed]
+        self.bound = bound
+
+    def send(self, batches: list[tuple[int, int, bytes]]) -> int:
+        args: list[bytes | int] = [self.bound]
+        for seq, _, element in batches:
+            args += [seq, element]
+        return int(self.scripts.push(keys=self.keys, args=args))
+
+
+def queue_bound(max_queue_items: int, batch_size: int) -> int:
+    """The queue holds batches, so its bound in elements is the item bound over the batch size
+    (at least one element, or nothing could ever be pushed); 0: unbounded."""
+    return max(1, max_queue_items // batch_size) if max_queue_items else 0

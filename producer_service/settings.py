@@ -45,6 +45,10 @@ class ProducerSettings:
     rate: float
     metrics_port: int
     metrics_addr: str
+    transport: str
+    rq_queue: str
+    rq_job_timeout: int
+    rq_retries: int
 
 
 def build_parser() -> EnvParser:
@@ -84,9 +88,17 @@ def build_parser() -> EnvParser:
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
     parser.add_metrics_options("PRODUCER_METRICS_PORT")
+    parser.add_transport_options()
+    add("--rq-job-timeout", env="PRODUCER_RQ_JOB_TIMEOUT", default=60, type=positive_int,
+        help="with --transport rq: seconds RQ lets a job run before it kills it")
+    add("--rq-retries", env="PRODUCER_RQ_RETRIES", default=2, type=non_negative_int,
+        help="with --transport rq: times RQ retries a job that fails or whose worker dies, "
+        "before its batch is dead-lettered")
     return parser
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    parser.check_transport(args.transport, args.key_prefix)
     return ProducerSettings(**vars(args))

@@ -1,0 +1,197 @@
+"""The RQ transport's reclaimer: puts back jobs of dead RQ workers, and dead-letters the batches
+of jobs that RQ failed by itself. Every consumer service in RQ mode runs one.
+
+RQ alone notices a dead worker late: an execution stays in RQ's StartedJobRegistry until its
+entry expires (the job's timeout plus a minute), and only then does RQ's maintenance retry the
+job. Here a worker is dead when its consumer service says so (the process exited), when the
+consumer service that ran it has no heartbeat, or, for a worker that no consumer service runs
+(a plain ``rq worker``), when RQ's own worker key is gone. Its executions go through
+``reclaim_job.lua``: back on RQ's queue with one retry fewer and a new lease, or dead-lettered
+when no retry is left.
+
+A job that RQ itself moved to its FailedJobRegistry (its timeout killed it, or RQ's maintenance
+gave up on it) has a batch that nobody will count; it is dead-lettered here with RQ's reason.
+The job's own failures never get there unresolved: on its last attempt it dead-letters itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import cast
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from exactsum.connection import RetryAborted, retrying
+from exactsum.keys import Keys, RqKeys, parse_job_id
+from exactsum.protocol import ForeignElement, decode
+from exactsum.runs import dead_letter_entry, expire_finished_runs
+from exactsum.scripts import Scripts
+
+log = logging.getLogger("consumer.rq_reclaimer")
+
+REQUEUED, DEAD_LETTERED = 1, 2
+
+
+def consumer_of(worker_name: str) -> str | None:
+    """The consumer service that runs a worker, from the worker's name (``<consumer>.w<n>.<k>``);
+    None for a worker that no consumer service started."""
+    consumer, _, rest = worker_name.partition(".w")
+    return consumer if consumer and rest else None
+
+
+class RqReclaimer(threading.Thread):
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, consumer_id: str,
+        queue_name: str, *, interval: float, is_dead_here: Callable[[str], bool | None],
+    ) -> None:
+        super().__init__(name="rq-reclaimer", daemon=True)
+        self.client, self.keys, self.scripts = client, keys, scripts
+        self.rq = RqKeys(queue_name)
+        self.consumer_id = consumer_id
+        self.interval = interval
+        # For our own workers: True dead, False alive, None not ours.
+        self.is_dead_here = is_dead_here
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self._settled_failed: set[str] = set()
+        self._next_retention = 0.0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                retrying(self.sweep, "rq reclaim sweep", log, stop=self.stopping,
+                         cap=self.interval)
+            except RetryAborted:
+                return
+
+    def sweep(self) -> int:
+        """One pass; returns the jobs put back or dead-lettered."""
+        handled = self.reclaim_dead_workers() + self.settle_failed()
+        now = time.monotonic()
+        if now >= self._next_retention:
+            expire_finished_runs(self.client, self.keys)
+            self._next_retention = now + 10 * self.interval
+        return handled
+
+    # -- executions of dead workers --------------------------------------------------------
+
+    def reclaim_dead_workers(self) -> int:
+        members = [m.decode() for m in
+                   cast(list[bytes], self.client.zrange(self.rq.started, 0, -1))]
+        if not members:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hget(self.rq.execution(member), "worker_name")
+        workers = [(w or b"").decode() for w in pipe.execute()]
+        dead = self._dead({w for w in workers if w})
+        handled = 0
+        for member, worker in zip(members, workers, strict=True):
+            if worker in dead:
+                handled += self._reclaim(member, worker)
+        return handled
+
+    def _dead(self, workers: set[str]) -> set[str]:
+        dead, ask = set(), []
+        for worker in workers:
+            here = self.is_dead_here(worker)
+            if here is not None:
+                if here:
+                    dead.add(worker)
+                continue
+            consumer = consumer_of(worker)
+            ask.append((worker, self.keys.heartbeat(consumer) if consumer
+                        else f"rq:worker:{worker}"))
+        if ask:
+            pipe = self.client.pipeline(transaction=False)
+            for _, key in ask:
+                pipe.exists(key)
+            dead |= {w for (w, _), alive in zip(ask, pipe.execute(), strict=True) if not alive}
+        return dead
+
+    def _reclaim(self, member: str, worker: str) -> int:
+        job_id = member.rsplit(":", 1)[0]
+        parsed = parse_job_id(self.keys.prefix, job_id)
+        if parsed is None:
+            return 0  # not one of ours: RQ's maintenance deals with it
+        run_id, seq = parsed
+        rk = self.keys.run(run_id)
+        element = cast(bytes | None, self.client.hget(rk.batches, str(seq))) or b""
+        items = _items(element)
+        entry = dead_letter_entry(
+            element, f"its RQ worker {worker} died during the job, and the job had no retries "
+            "left", self.consumer_id, run=run_id, seq=seq, items=items, attempts=1)
+        status, lease = self.scripts.reclaim_job(
+            keys=[self.rq.started, self.rq.queue, RqKeys.job(job_id), rk.done, rk.leases,
+                  rk.batches, rk.dead, rk.dead_items, self.keys.reclaimed],
+            args=[member, job_id, seq, items, entry],
+        )
+        if int(status) == REQUEUED:
+            log.warning("job %s: its worker %s is dead; put back on the queue (lease %s)",
+                        job_id, worker, lease)
+        elif int(status) == DEAD_LETTERED:
+            log.error("job %s: its worker %s is dead and it has no retries left; its batch "
+                      "(%d items) is dead-lettered", job_id, worker, items)
+        return 1 if int(status) else 0
+
+    # -- jobs RQ failed by itself ----------------------------------------------------------
+
+    def settle_failed(self) -> int:
+        ids = [i.decode() for i in cast(list[bytes], self.client.zrange(self.rq.failed, 0, -1))]
+        fresh = [(i, p) for i in ids if i not in self._settled_failed
+                 and (p := parse_job_id(self.keys.prefix, i)) is not None]
+        if not fresh:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for _, (run_id, seq) in fresh:
+            rk = self.keys.run(run_id)
+            pipe.hget(rk.batches, str(seq))
+            pipe.hget(rk.leases, str(seq))
+        replies = pipe.execute()
+        handled = 0
+        for index, (job_id, (run_id, seq)) in enumerate(fresh):
+            element, lease = replies[2 * index], replies[2 * index + 1]
+            if element is not None:
+                handled += self._dead_letter_failed(job_id, run_id, seq, element,
+                                                    (lease or b"0").decode())
+            self._settled_failed.add(job_id)
+        if len(self._settled_failed) > 100_000:
+            self._settled_failed.clear()
+        return handled
+
+    def _dead_letter_failed(self, job_id: str, run_id: str, seq: int, element: bytes,
+                            lease: str) -> int:
+        rk = self.keys.run(run_id)
+        reason = "RQ failed the job"
+        try:
+            result = Job.fetch(job_id, connection=self.client).latest_result()
+            if result is not None and result.exc_string:
+                reason = f"RQ failed the job: {result.exc_string.strip().splitlines()[-1]}"
+        except NoSuchJobError:
+            pass
+        items = _items(element)
+        entry = dead_letter_entry(element, reason, self.consumer_id, run=run_id, seq=seq,
+                                  items=items, attempts=1)
+        status = int(self.scripts.dead_letter_job(
+            keys=[rk.done, rk.dead, rk.dead_items, rk.batches, rk.leases],
+            args=[seq, items, entry, lease],
+        ))
+        if status == 1:
+            log.error("job %s: %s; its batch (%d items) is dead-lettered", job_id, reason, items)
+        return 1 if status == 1 else 0
+
+
+def _items(element: bytes) -> int:
+    try:
+        return decode(element).count
+    except ForeignElement:
+        return 0

@@ -1,0 +1,176 @@
+"""The consumer service in RQ mode (``--transport rq``): a pool of RQ worker processes, a
+heartbeat, a reclaimer, and an orderly stop.
+
+The pool is ``--threads`` processes of ``consumer_service.rq_worker`` (RQ's SimpleWorker; see
+there why processes). This process watches them: a worker that exits while the service runs is
+dead, its jobs are put back at once (the reclaimer's next pass is woken), and a new worker takes
+its place, after a backoff that grows while workers keep dying young. Workers are named
+``<consumer id>.w<n>.<k>``, the k-th start of slot n, so every consumer can tell whose they are.
+
+Stop (SIGTERM/SIGINT set an Event; this loop does the rest): every worker is asked to stop after
+its current job; those still running at the end of the grace are killed and their jobs put
+back; only then is the heartbeat withdrawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from consumer_service.heartbeat import Heartbeat
+from consumer_service.rq_reclaimer import RqReclaimer, consumer_of
+from consumer_service.rq_worker import CONFIG_ENV, WorkerConfig
+from consumer_service.settings import ConsumerSettings
+from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.keys import Keys
+from exactsum.scripts import Scripts
+
+log = logging.getLogger("consumer")
+
+# A worker that lived this long before dying resets the backoff of its slot.
+HEALTHY_AFTER_S = 30.0
+BACKOFF_CAP_S = 10.0
+
+
+@dataclass
+class Slot:
+    index: int
+    starts: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    name: str = ""
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    failures: int = 0
+
+
+class RqConsumerService:
+    def __init__(self, settings: ConsumerSettings, consumer_id: str) -> None:
+        self.settings = settings
+        self.consumer_id = consumer_id
+        self.keys = Keys(settings.key_prefix)
+        url, timeout = settings.redis_url, settings.socket_timeout
+        self.control = make_client(url, socket_timeout=timeout, name=f"{consumer_id}-ctl")
+        self.scripts = Scripts.register(self.control)
+        self.heartbeat = Heartbeat(
+            make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
+                        name=f"{consumer_id}-hb"),
+            self.keys, consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
+        )
+        self.slots = [Slot(i) for i in range(settings.threads)]
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+        self.reclaimer = RqReclaimer(
+            make_client(url, socket_timeout=timeout, name=f"{consumer_id}-reclaim"),
+            self.keys, self.scripts, consumer_id, settings.rq_queue,
+            interval=settings.reclaim_interval, is_dead_here=self._is_dead_here,
+        )
+
+    def _is_dead_here(self, worker: str) -> bool | None:
+        if consumer_of(worker) != self.consumer_id:
+            return None
+        with self._lock:
+            return worker not in self._live
+
+    def serve(self, stop: threading.Event) -> int:
+        try:
+            retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
+        except RetryAborted:
+            return 0
+        log.info("consumer %s: %d RQ workers on RQ queue %r, heartbeat TTL %.1fs",
+                 self.consumer_id, len(self.slots), self.settings.rq_queue,
+                 self.settings.heartbeat_ttl)
+        if self.settings.id_file:
+            with open(self.settings.id_file, "w", encoding="utf-8") as out:
+                out.write(self.consumer_id + "\n")
+        self.heartbeat.start()
+        self.reclaimer.start()
+        while not stop.wait(0.2):
+            self._tend()
+        return self.shutdown()
+
+    def _tend(self) -> None:
+        """Start what should run; notice workers that died."""
+        now = time.monotonic()
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and process.poll() is not None:
+                lived = now - slot.started_at
+                slot.failures = 0 if lived >= HEALTHY_AFTER_S else slot.failures + 1
+                delay = min(BACKOFF_CAP_S, 0.5 * 2 ** (slot.failures - 1)) if slot.failures else 0
+                delay *= random.uniform(0.5, 1.0)
+                log.error("RQ worker %s (pid %d) exited with status %s after %.1fs; its jobs "
+                          "are put back, a new worker starts in %.1fs", slot.name, process.pid,
+                          process.returncode, lived, delay)
+                self._forget(slot)
+                slot.restart_at = now + delay
+            if slot.process is None and now >= slot.restart_at:
+                self._start(slot)
+
+    def _forget(self, slot: Slot) -> None:
+        with self._lock:
+            self._live.discard(slot.name)
+        slot.process = None
+        self.reclaimer.wake.set()
+
+    def _start(self, slot: Slot) -> None:
+        slot.starts += 1
+        slot.name = f"{self.consumer_id}.w{slot.index}.{slot.starts}"
+        s = self.settings
+        config = WorkerConfig(
+            name=slot.name, consumer_id=self.consumer_id, parent_pid=os.getpid(),
+            redis_url=s.redis_url, key_prefix=s.key_prefix, queue=s.rq_queue,
+            log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
+            flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
+        )
+        with self._lock:
+            self._live.add(slot.name)
+        slot.process = subprocess.Popen(
+            [sys.executable, "-m", "consumer_service.rq_worker"],
+            env={**os.environ, CONFIG_ENV: config.to_env()}, stdin=subprocess.DEVNULL,
+        )
+        slot.started_at = time.monotonic()
+        log.info("RQ worker %s started (pid %d)", slot.name, slot.process.pid)
+
+    def shutdown(self) -> int:
+        started = time.monotonic()
+        log.info("consumer %s: stopping; RQ workers finish their jobs (grace %.1fs)",
+                 self.consumer_id, self.settings.grace)
+        running = [slot for slot in self.slots if slot.process is not None]
+        for slot in running:
+            assert slot.process is not None
+            slot.process.send_signal(signal.SIGTERM)
+        finish_by = started + max(self.settings.grace - 1.5, self.settings.grace * 0.5)
+        for slot in running:
+            assert slot.process is not None
+            try:
+                slot.process.wait(timeout=max(0.0, finish_by - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("RQ worker %s did not finish within the grace; killing it and "
+                            "putting its job back", slot.name)
+                slot.process.kill()
+                slot.process.wait()
+            self._forget(slot)
+        self.reclaimer.stopping.set()
+        self.reclaimer.wake.set()
+        self.reclaimer.join(timeout=5)
+        try:
+            retrying(self.reclaimer.reclaim_dead_workers, "put back jobs", log,
+                     deadline=started + self.settings.grace - 0.3)
+        except RetryAborted:
+            log.error("consumer %s: could not put back the jobs of killed workers; other "
+                      "consumers do once the heartbeat lapses", self.consumer_id)
+        try:
+            retrying(self.heartbeat.withdraw, "withdraw heartbeat", log,
+                     deadline=started + self.settings.grace - 0.1)
+        except RetryAborted:
+            log.warning("consumer %s: could not withdraw the heartbeat; it expires by itself",
+                        self.consumer_id)
+        log.info("consumer %s: stopped", self.consumer_id)
+        return 0

@@ -1,0 +1,52 @@
+"""What the producer and the consumers agree on about RQ jobs (the RQ transport).
+
+One job per batch. Its id names the batch (:func:`exactsum.keys.job_id`), so re-sending an
+enqueue cannot make a second job; it calls :data:`JOB_FUNCTION` with the run id and the batch
+number. The batch's numbers are not in the job: they wait in the run's ``batches`` hash from the
+push until the batch is counted or dead-lettered, and the scripts that resolve a batch remove
+them in the same step. RQ deletes a job's record ``result_ttl`` seconds after *an* execution of
+it ends, and an execution of a job that had been put back can end while its copy still waits in
+the queue; keeping the numbers in a key that only resolution removes means no timing of RQ's
+bookkeeping can lose them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq import Queue, Retry
+from rq.queue import EnqueueData
+
+from exactsum.keys import job_id
+
+# Imported by the RQ worker by name; the producer never imports the consumer's code.
+JOB_FUNCTION = "consumer_service.rq_job.count_batch"
+DEFAULT_QUEUE = "exactsum"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How the producer enqueues: RQ's own job settings."""
+
+    timeout_s: int = 60
+    # RQ retries a job that raises (and our reclaimer one whose worker died) this many times
+    # before its batch is dead-lettered.
+    retries: int = 2
+    # How long RQ keeps a finished or failed job's record (and result) for rq-dashboard; the
+    # numbers are elsewhere, so this only bounds what the dashboard can show.
+    result_ttl_s: int = 3600
+
+
+def job_data(prefix: str, run_id: str, seq: int, items: int, options: JobOptions) -> EnqueueData:
+    return Queue.prepare_data(
+        JOB_FUNCTION,
+        args=(run_id, seq),
+        job_id=job_id(prefix, run_id, seq),
+        description=f"batch {seq} of run {run_id}: {items} numbers",
+        timeout=options.timeout_s,
+        # A job waits as long as it must: the run's deadline is the producer's business.
+        ttl=None,
+        result_ttl=options.result_ttl_s,
+        failure_ttl=options.result_ttl_s,
+        retry=Retry(max=options.retries) if options.retries else None,
+    )

@@ -1,0 +1,64 @@
+"""The RQ transport's push: one RQ job per batch, enqueued at most once, under the queue's bound.
+
+A push is one MULTI/EXEC transaction holding, for each batch: its element in the run's
+``batches`` hash, the RQ job (RQ's own ``enqueue_many`` writes its record and pushes its id on
+RQ's queue), and its bit in the run's ``pushed`` bitmap. Before it, one round trip reads which of
+the batches are already marked pushed (an earlier transaction whose reply was lost) and how long
+RQ's queue is. A batch is pushed by one producer thread only, so nothing can mark it between that
+read and the transaction: together they are an enqueue that happens once, whatever is re-sent.
+
+The bound is checked against RQ's queue before the transaction, so with several threads the
+queue can pass it by at most one push per thread (a few hundred jobs); the native transport's
+bound, checked inside its script, is exact.
+"""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue
+
+from exactsum.keys import Keys, RqKeys
+from exactsum.rqjobs import JobOptions, job_data
+
+
+class RqSink:
+    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, queue_name: str,
+                 bound: int, options: JobOptions) -> None:
+        self.client = client
+        self.prefix = keys.prefix
+        self.run_keys = keys.run(run_id)
+        self.run_id = run_id
+        self.queue = Queue(queue_name, connection=client)
+        self.queue_key = RqKeys(queue_name).queue
+        self.bound = bound
+        self.options = options
+
+    def send(self, batches: list[tuple[int, int, bytes]]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for seq, _, _ in batches:
+            pipe.getbit(self.run_keys.pushed, seq)
+        pipe.llen(self.queue_key)
+        *pushed, waiting = pipe.execute()
+        room = self.bound - int(waiting) if self.bound else len(batches)
+        handled = 0
+        new: list[tuple[int, int, bytes]] = []
+        for (seq, count, element), already in zip(batches, pushed, strict=True):
+            if not already:
+                if room <= 0:
+                    break
+                room -= 1
+                new.append((seq, count, element))
+            handled += 1
+        if new:
+            tx = self.client.pipeline(transaction=True)
+            for seq, _, element in new:
+                tx.hset(self.run_keys.batches, str(seq), element)
+            self.queue.enqueue_many(
+                [job_data(self.prefix, self.run_id, seq, count, self.options)
+                 for seq, count, _ in new],
+                pipeline=tx,
+            )
+            for seq, _, _ in new:
+                tx.setbit(self.run_keys.pushed, seq, 1)
+            tx.execute()
+        return handled
