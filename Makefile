@@ -68,7 +68,7 @@ COMPOSE ?= docker compose
 # Consumer replicas for `make scale`.
 N ?= 3
 
-.PHONY: up down logs scale produce images-offline docker-engine docker-engine-stop
+.PHONY: up up-rq down logs scale produce images-offline docker-engine docker-engine-stop
 
 # Redis, the consumers and one producer run in the background; prints the run's report and
 # exits with the producer's status. The consumers keep serving until `make down`.
@@ -79,7 +79,17 @@ up:
 		echo "producer exited with status $$status; the consumers keep serving (make logs, make down)"; \
 		exit $$status
 
-# Stop and remove the stack, its network and Redis's volume.
+# The same on RQ (the profile `rq`): Redis, the RQ consumers, rq-dashboard
+# (http://127.0.0.1:9181/) and one RQ producer run; the native pair is not started. Naming
+# rq-producer brings up its profile's services; `--profile rq up` alone would start both pairs.
+up-rq:
+	$(COMPOSE) up --build --detach rq-producer
+	$(COMPOSE) logs --follow --no-log-prefix rq-producer
+	@status=$$(docker wait $$($(COMPOSE) ps --all --quiet rq-producer)); \
+		echo "rq-producer exited with status $$status; the RQ consumers and rq-dashboard keep serving (make logs, make down)"; \
+		exit $$status
+
+# Stop and remove the stack (the rq profile's services too), its network and Redis's volume.
 down:
 	$(COMPOSE) down --volumes --remove-orphans
 

@@ -49,12 +49,14 @@ def docker_client() -> Any:
 
 @pytest.fixture(scope="session")
 def images(docker_client: Any) -> dict[str, str]:
-    """Build the producer, consumer and dashboard images once, tagged for the tests; every test
-    reuses them (its compose commands pass --no-build)."""
+    """Build the producer, consumer, dashboard and rq-dashboard images once, tagged for the
+    tests; every test reuses them (its compose commands pass --no-build). The rq profile's
+    producer and consumer are the same images as the native pair's."""
     env = compose_env({})
     result = subprocess.run(
         ["docker", "compose", "--env-file", os.devnull, "-f", str(COMPOSE_FILE),
-         "-p", "exactsum-e2e-build", "build", "producer", "consumer", "dashboard"],
+         "-p", "exactsum-e2e-build", "build", "producer", "consumer", "dashboard",
+         "rq-dashboard"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
         stdin=subprocess.DEVNULL,
     )
@@ -68,6 +70,7 @@ def images(docker_client: Any) -> dict[str, str]:
         "producer": f"exactsum/producer:{IMAGE_TAG}",
         "consumer": f"exactsum/consumer:{IMAGE_TAG}",
         "dashboard": f"exactsum/dashboard:{IMAGE_TAG}",
+        "rq-dashboard": f"exactsum/rq-dashboard:{IMAGE_TAG}",
         "python": env.get("PYTHON_IMAGE", "python:3.12-slim"),
     }
 

@@ -35,7 +35,7 @@ IMAGE_TAG = "e2e"
 # through); a stray one, such as a REDIS_URL meant for a local redis-server, must not leak in.
 _SERVICE_VARS = re.compile(
     r"^(REDIS_|KEY_PREFIX$|LOG_LEVEL$|LOG_FORMAT$|PRODUCER_|CONSUMER_|DASHBOARD_|METRICS_|"
-    r"EXACTSUM_IMAGE_|COMPOSE_)"
+    r"EXACTSUM_IMAGE_|COMPOSE_|TRANSPORT$|RQ_)"
 )
 
 T = TypeVar("T")
@@ -61,8 +61,9 @@ def compose_env(settings: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not _SERVICE_VARS.match(k)}
     env.update(base_images())
     env["EXACTSUM_IMAGE_TAG"] = IMAGE_TAG
-    # The dashboard publishes a port on the host's loopback: a free one, not 8080.
+    # The dashboards publish a port on the host's loopback: free ones, not 8080 and 9181.
     env["DASHBOARD_PORT"] = str(free_port())
+    env["RQ_DASHBOARD_PORT"] = str(free_port())
     env.update(settings)
     return env
 
