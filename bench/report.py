@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,11 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
         "runs (min-max in brackets); every run of every queue was checked exact (sum and count "
         f"of completions). Suite time: {duration_s / 60:.1f} min.",
         "",
-        "## Targets",
-        "",
-        "| target | measured | met |",
-        "| --- | --- | --- |",
     ]
-    for row in targets(summaries):
+    rows = targets(summaries)
+    if rows:
+        out += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    for row in rows:
         out.append(f"| {row['target']} | {row['measured']} | {'yes' if row['met'] else 'NO'} |")
 
     batch = [x for x in summaries if x["group"] == "batch"]
@@ -236,7 +236,9 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
     errors = [(x["name"], e) for x in summaries for e in x["errors"]]
     if errors:
         out += ["", "## Errors", ""] + [f"- {name}: {e[:300]}" for name, e in errors]
-    return "\n".join(out) + "\n"
+    # A section that follows the header directly (no targets in a partial suite) would leave
+    # two blank lines.
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)) + "\n"
 
 
 def _times(a: float | None, b: float | None) -> str:

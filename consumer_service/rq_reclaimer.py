@@ -169,8 +169,9 @@ class RqReclaimer(threading.Thread):
         for job_id in overdue:
             if job_id in started:
                 continue
-            if int(self.scripts.rescue_job(keys=[self.rq.intermediate, self.rq.queue],
-                                           args=[job_id])):
+            if int(self.scripts.rescue_job(
+                    keys=[self.rq.intermediate, self.rq.queue, self.rq.first_seen(job_id)],
+                    args=[job_id])):
                 rescued += 1
                 log.warning("job %s was stranded in RQ's intermediate queue (taken by a "
                             "worker, never started); put back on the queue", job_id)

@@ -148,6 +148,10 @@ class RqKeys:
         """List of job ids a worker has taken but not yet recorded as started."""
         return f"rq:queue:{self.queue_name}:intermediate"
 
+    def first_seen(self, job_id: str) -> str:
+        """When RQ's maintenance first saw ``job_id`` in the intermediate queue."""
+        return f"{self.intermediate}:first_seen:{job_id}"
+
     @property
     def started(self) -> str:
         """RQ's StartedJobRegistry: zset of ``<job id>:<execution id>`` being run."""

@@ -325,3 +325,15 @@ def test_reclaim_job_puts_back_while_retries_last_then_dead_letters(
     assert reclaim(f"{job}:e3") == [0, 0]  # resolved: nothing to do
     assert rclient.zscore(rq.started, f"{job}:e3") is not None  # and nothing touched
     assert rclient.llen(rq.queue) == 1 and rclient.llen(rk.dead) == 1
+
+
+@pytest.mark.timeout(30)
+def test_rescue_job_moves_a_stranded_id_back_once(rclient: redis.Redis) -> None:
+    scripts, rq = Scripts.register(rclient), RqKeys(QUEUE)
+    rclient.rpush(rq.intermediate, "t-r1-0")
+    rclient.set(rq.first_seen("t-r1-0"), 1)
+    rescue_keys = [rq.intermediate, rq.queue, rq.first_seen("t-r1-0")]
+    assert scripts.rescue_job(keys=rescue_keys, args=["t-r1-0"]) == 1
+    assert scripts.rescue_job(keys=rescue_keys, args=["t-r1-0"]) == 0  # already moved on
+    assert rclient.lrange(rq.queue, 0, -1) == [b"t-r1-0"]
+    assert rclient.llen(rq.intermediate) == 0 and not rclient.exists(rq.first_seen("t-r1-0"))

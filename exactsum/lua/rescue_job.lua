@@ -9,6 +9,8 @@
 --
 -- KEYS[1]  RQ's intermediate queue (list of job ids)
 -- KEYS[2]  RQ's queue (list of job ids; RQ pushes on the right)
+-- KEYS[3]  RQ's note of when its maintenance first saw the id there (deleted: the id's next
+--          pass through the intermediate queue must not look a minute old to RQ)
 -- ARGV[1]  the job id
 --
 -- Returns 1 if the id was moved back, 0 if it had left the intermediate queue meanwhile.
@@ -18,4 +20,5 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
     return 0
 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
 return 1
