@@ -119,6 +119,27 @@ def test_sigkill_of_a_whole_rq_consumer_is_recovered_by_another(
 
 
 @pytest.mark.timeout(120)
+def test_sigterm_stops_an_rq_consumer_in_order_and_its_unfinished_jobs_go_back(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    # Jobs of 3 s against a grace of 2 s: the workers are asked to stop, cannot finish, and are
+    # killed at the end of the grace; their jobs are put back for the other consumer.
+    leaver, leaver_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "30",
+                                  "--grace", "2")
+    producer = own_services.producer(*RQ, "--count", "1000", "--batch", "100")
+    _busy_execution(rclient, leaver_id)
+    stayer, _ = _consumer(own_services, "--threads", "2")
+    leaver.signal(signal.SIGTERM)
+    assert leaver.wait(timeout=10) == 0, leaver.stderr[-3000:]
+    assert "did not finish within the grace; killing it" in leaver.stderr
+    assert "is dead; put back on the queue" in leaver.stderr
+    assert not rclient.exists(own_services.keys.heartbeat(leaver_id))  # withdrawn on the way out
+    report = finish(producer, timeout=100)
+    assert_exact(report, 1000)
+    assert stayer.popen.poll() is None
+
+
+@pytest.mark.timeout(120)
 def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
     own_services: Services, rclient: redis.Redis
 ) -> None:
