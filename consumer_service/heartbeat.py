@@ -70,3 +70,12 @@ class Heartbeat(threading.Thread):
         pipe.delete(self.keys.heartbeat(self.consumer_id))
         pipe.zrem(self.keys.consumers, self.consumer_id)
         pipe.execute()
+
+    def withdraw_until(self, deadline: float) -> None:
+        """:meth:`withdraw`, retried until ``deadline``; if Redis stays away, the key expires by
+        itself after its TTL."""
+        try:
+            retrying(self.withdraw, "withdraw heartbeat", log, deadline=deadline)
+        except RetryAborted:
+            log.warning("consumer %s: could not withdraw the heartbeat; it expires by itself",
+                        self.consumer_id)

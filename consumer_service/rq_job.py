@@ -80,7 +80,7 @@ def count_batch(run_id: str, seq: int) -> str:
     """Count batch ``seq`` of run ``run_id``; returns what happened, which RQ keeps as the
     job's result (shown by rq-dashboard)."""
     job = get_current_job()
-    ctx = _current(job.worker_name or "" if job is not None else "")
+    ctx = _current((job.worker_name or "") if job is not None else "")
     bind_run(run_id)
     rk = ctx.keys.run(run_id)
     element, lease = retrying(lambda: _read(ctx.client, rk, seq), "read batch", log)

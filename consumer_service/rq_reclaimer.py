@@ -21,6 +21,7 @@ The job's own failures never get there unresolved: on its last attempt it dead-l
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,11 +44,14 @@ REQUEUED, DEAD_LETTERED = 1, 2
 STRANDED_AFTER_S = 5.0
 
 
+_POOL_WORKER_RE = re.compile(r"^([A-Za-z0-9_-]+)\.w\d+\.\d+$")
+
+
 def consumer_of(worker_name: str) -> str | None:
-    """The consumer service that runs a worker, from the worker's name (``<consumer>.w<n>.<k>``);
-    None for a worker that no consumer service started."""
-    consumer, _, rest = worker_name.partition(".w")
-    return consumer if consumer and rest else None
+    """The consumer service that runs a worker, from the worker's name (``<consumer>.w<n>.<k>``,
+    see ``rq_service``); None for a worker that no consumer service started."""
+    match = _POOL_WORKER_RE.match(worker_name)
+    return match.group(1) if match else None
 
 
 class RqReclaimer(threading.Thread):
@@ -117,7 +121,7 @@ class RqReclaimer(threading.Thread):
                 continue
             consumer = consumer_of(worker)
             ask.append((worker, self.keys.heartbeat(consumer) if consumer
-                        else f"rq:worker:{worker}"))
+                        else RqKeys.worker(worker)))
         if ask:
             pipe = self.client.pipeline(transaction=False)
             for _, key in ask:

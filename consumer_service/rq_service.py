@@ -166,11 +166,6 @@ class RqConsumerService:
         except RetryAborted:
             log.error("consumer %s: could not put back the jobs of killed workers; other "
                       "consumers do once the heartbeat lapses", self.consumer_id)
-        try:
-            retrying(self.heartbeat.withdraw, "withdraw heartbeat", log,
-                     deadline=started + self.settings.grace - 0.1)
-        except RetryAborted:
-            log.warning("consumer %s: could not withdraw the heartbeat; it expires by itself",
-                        self.consumer_id)
+        self.heartbeat.withdraw_until(started + self.settings.grace - 0.1)
         log.info("consumer %s: stopped", self.consumer_id)
         return 0

@@ -123,12 +123,7 @@ class ConsumerService:
             log.warning("consumer %s: %s did not finish within the grace; giving their batches "
                         "back", self.consumer_id, ", ".join(still_busy))
         given_back = self._give_back(deadline=started + self.settings.grace - 0.3)
-        try:
-            retrying(self.heartbeat.withdraw, "withdraw heartbeat", log,
-                     deadline=started + self.settings.grace - 0.1)
-        except RetryAborted:
-            log.warning("consumer %s: could not withdraw the heartbeat; it expires by itself",
-                        self.consumer_id)
+        self.heartbeat.withdraw_until(started + self.settings.grace - 0.1)
         committed = sum(w.committed_items for w in self.workers)
         log.info("consumer %s: stopped after committing %d items; %d elements given back",
                  self.consumer_id, committed, given_back)

@@ -75,7 +75,8 @@ def build_parser() -> EnvParser:
     add("--id-file", env="CONSUMER_ID_FILE", default=None,
         help="write this consumer's id to FILE at start (read by the health check)")
     add("--max-attempts", env="CONSUMER_MAX_ATTEMPTS", default=3, type=positive_int,
-        help="processing attempts of a batch before it goes to dead letters")
+        help="processing attempts of a batch before it goes to dead letters (with "
+        "--transport rq, the producer's --rq-retries sets them for each job)")
     add("--fail-rate", env="CONSUMER_FAIL_RATE", default=0.0, type=share,
         help="share of items that always fail (poison), for tests and demos")
     add("--flaky-rate", env="CONSUMER_FLAKY_RATE", default=0.0, type=share,

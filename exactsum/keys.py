@@ -167,6 +167,11 @@ class RqKeys:
         return f"rq:job:{job_id}"
 
     @staticmethod
+    def worker(name: str) -> str:
+        """A worker's hash (its pid, state...), with a TTL its heartbeat renews."""
+        return f"rq:worker:{name}"
+
+    @staticmethod
     def execution(composite: str) -> str:
         """An execution's hash (it names the worker), from a StartedJobRegistry member."""
         return f"rq:execution:{composite}"

@@ -62,7 +62,7 @@ def _busy_execution(client: redis.Redis, consumer_id: str | None = None) -> tupl
 
 
 def _worker_pid(client: redis.Redis, worker: str) -> int:
-    return int(cast(bytes, client.hget(f"rq:worker:{worker}", "pid")))
+    return int(cast(bytes, client.hget(RqKeys.worker(worker), "pid")))
 
 
 def _consumer(services: Services, *args: str) -> tuple[Proc, str]:
