@@ -13,6 +13,9 @@ A job id that a worker took from RQ's queue but never recorded as started (its c
 dropped in between: a Redis restart does it) is moved back after a few seconds, where RQ's own
 maintenance would wait a minute and count a failed attempt.
 
+A batch left without a job (RQ expired or an operator deleted its job's record before the batch
+was resolved) is enqueued anew once its run has stalled.
+
 A job that RQ itself moved to its FailedJobRegistry (its timeout killed it, or RQ's maintenance
 gave up on it) has a batch that nobody will count; it is dead-lettered here with RQ's reason.
 The job's own failures never get there unresolved: on its last attempt it dead-letters itself.
@@ -24,17 +27,20 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import redis
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys, RqKeys, parse_job_id
+from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
-from exactsum.runs import dead_letter_entry, expire_finished_runs
+from exactsum.rqjobs import JobOptions, job_data
+from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.rq_reclaimer")
@@ -70,6 +76,8 @@ class RqReclaimer(threading.Thread):
         self.wake = threading.Event()
         self._settled_failed: set[str] = set()
         self._stranded: dict[str, float] = {}
+        self._progress: dict[str, tuple[int, float]] = {}
+        self.stalled_after = 10 * interval
         self._next_retention = 0.0
 
     def run(self) -> None:
@@ -85,8 +93,9 @@ class RqReclaimer(threading.Thread):
                 return
 
     def sweep(self) -> int:
-        """One pass; returns the jobs put back or dead-lettered."""
-        handled = self.reclaim_dead_workers() + self.rescue_stranded() + self.settle_failed()
+        """One pass; returns the jobs put back, enqueued anew or dead-lettered."""
+        handled = (self.reclaim_dead_workers() + self.rescue_stranded() + self.settle_failed()
+                   + self.requeue_orphans())
         now = time.monotonic()
         if now >= self._next_retention:
             expire_finished_runs(self.client, self.keys)
@@ -181,6 +190,72 @@ class RqReclaimer(threading.Thread):
                             "worker, never started); put back on the queue", job_id)
             self._stranded.pop(job_id, None)
         return rescued
+
+    # -- batches left without a job --------------------------------------------------------
+
+    def requeue_orphans(self) -> int:
+        """Give a new job to each unresolved batch whose RQ job record is gone, in runs on our
+        RQ queue that have made no progress for ``10 x interval``.
+
+        RQ expires a job's record ``result_ttl`` after an execution of it ends, also when that
+        was a late execution of a job already put back and waiting again, and RQ drops a
+        waiting id whose record is gone. An operator can delete jobs or empty the queue too.
+        The batch's numbers are still in the run's ``batches`` hash, so it gets a new job. Only
+        stalled runs are looked at: while a run moves, its batches are being resolved.
+        """
+        now = time.monotonic()
+        run_ids = [r.decode() for r in
+                   cast(list[bytes], self.client.zrange(self.keys.runs, 0, -1))]
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            rk = self.keys.run(run_id)
+            pipe.hgetall(rk.meta)
+            pipe.get(rk.committed)
+            pipe.get(rk.dead_items)
+        replies = pipe.execute()
+        seen, handled = set(), 0
+        for index, run_id in enumerate(run_ids):
+            meta, committed, dead = replies[3 * index: 3 * index + 3]
+            if (meta.get(b"transport") != b"rq"
+                    or meta.get(b"state", b"").decode() in FINAL_STATES
+                    or JobOptions.from_meta(meta).queue != self.rq.queue_name):
+                continue
+            seen.add(run_id)
+            resolved = int(committed or 0) + int(dead or 0)
+            last = self._progress.get(run_id)
+            if last is None or last[0] != resolved:
+                self._progress[run_id] = (resolved, now)
+            elif now - last[1] >= self.stalled_after:
+                self._progress[run_id] = (resolved, now)  # look again after another stall
+                handled += self._requeue_orphans_of(run_id, JobOptions.from_meta(meta))
+        self._progress = {k: v for k, v in self._progress.items() if k in seen}
+        return handled
+
+    def _requeue_orphans_of(self, run_id: str, options: JobOptions) -> int:
+        rk = self.keys.run(run_id)
+        unresolved = [(int(seq), element) for seq, element in
+                      cast(Iterator[tuple[bytes, bytes]],
+                           self.client.hscan_iter(rk.batches, count=1000))]
+        pipe = self.client.pipeline(transaction=False)
+        for seq, _ in unresolved:
+            pipe.exists(RqKeys.job(make_job_id(self.keys.prefix, run_id, seq)))
+        orphans = [(seq, element) for (seq, element), exists
+                   in zip(unresolved, pipe.execute(), strict=True) if not exists]
+        if not orphans:
+            return 0
+        tx = self.client.pipeline(transaction=True)
+        self.queue(options.queue).enqueue_many(
+            [job_data(self.keys.prefix, run_id, seq, _items(element), options)
+             for seq, element in orphans], pipeline=tx)
+        tx.execute()
+        log.warning("run %s: %d unresolved batches had no RQ job any more (their records "
+                    "expired or were deleted); enqueued anew: %s", run_id, len(orphans),
+                    ", ".join(str(seq) for seq, _ in orphans[:10])
+                    + (" ..." if len(orphans) > 10 else ""))
+        return len(orphans)
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, connection=self.client)
 
     # -- jobs RQ failed by itself ----------------------------------------------------------
 

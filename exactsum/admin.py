@@ -7,7 +7,7 @@
 
 Without ``--run`` the commands act on dead letters that belong to no run (foreign elements).
 Requeue puts a batch back on the queue as unresolved, so consumers try it again (a batch of a
-run of the RQ transport goes back as an RQ job, on ``--rq-queue``); drop moves the
+run of the RQ transport goes back as an RQ job, on the run's RQ queue); drop moves the
 entry to a list of dropped entries, where the run's audit still accounts for its items. Both
 are atomic scripts and act on an entry only if it is still there, so two operators cannot
 requeue the same batch twice.
@@ -26,9 +26,9 @@ from rq import Queue
 
 from exactsum.connection import make_client
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, non_negative_int, rq_queue_name
+from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
-from exactsum.rqjobs import DEFAULT_QUEUE, JobOptions, job_data
+from exactsum.rqjobs import JobOptions, job_data
 from exactsum.runs import RunPlan, audit
 from exactsum.scripts import Scripts
 
@@ -54,10 +54,7 @@ def build_parser() -> EnvParser:
             which.add_argument("--all", action="store_true", help="every entry")
             which.add_argument("--index", type=non_negative_int, nargs="+",
                                help="entries by their index in `list`")
-        if name == "requeue":
-            action.add_argument("--rq-queue", default=DEFAULT_QUEUE, type=rq_queue_name,
-                                help="for a run of the RQ transport: the RQ queue to put its "
-                                "jobs on (default: %(default)s)")
+
     return parser
 
 
@@ -103,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no entry {bad[0]}; {dead_list} has {len(entries)}", file=sys.stderr)
         return 2
     scripts = Scripts.register(client)
+    rq_options = _rq_options(client, rk.meta) if rk is not None else None
     done = 0
     for index in chosen:
         raw = entries[index]
@@ -119,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: entry {index} holds no batch of a run: {exc}", file=sys.stderr)
                 return 2
             seq, count = str(batch.seq), batch.count
-        if rk is not None and args.run and _transport(client, rk.meta) == "rq":
+        if rk is not None and args.run and rq_options is not None:
             done += _requeue_rq(client, keys, args.run, raw, element, int(seq), count,
-                                args.rq_queue)
+                                rq_options)
             continue
         done += int(scripts.requeue_dead(
             keys=[dead_list, keys.queue, rk.done if rk else dead_list,
@@ -132,18 +130,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _transport(client: redis.Redis, meta_key: str) -> str:
-    raw = cast(bytes | None, client.hget(meta_key, "transport"))
-    return raw.decode() if raw else "native"
+def _rq_options(client: redis.Redis, meta_key: str) -> JobOptions | None:
+    """How the run's producer enqueued its RQ jobs; None for a run of the native transport."""
+    meta = cast(dict[bytes, bytes], client.hgetall(meta_key))
+    return JobOptions.from_meta(meta) if meta.get(b"transport") == b"rq" else None
 
 
 def _requeue_rq(client: redis.Redis, keys: Keys, run_id: str, raw: bytes, element: bytes,
-                seq: int, count: int, queue_name: str) -> int:
-    """A dead-lettered batch of an RQ run goes back as a new RQ job (same id, fresh retries),
-    in one transaction with making it unresolved again; 0 if the entry is no longer there."""
+                seq: int, count: int, options: JobOptions) -> int:
+    """A dead-lettered batch of an RQ run goes back as a new RQ job (same id, fresh retries, on
+    the run's RQ queue), in one transaction with making it unresolved again; 0 if the entry is
+    no longer there."""
     rk = keys.run(run_id)
     entry = raw.decode()  # JSON: ASCII text, as the scripts stored it
-    queue = Queue(queue_name, connection=client)
+    queue = Queue(options.queue, connection=client)
     with client.pipeline(transaction=True) as tx:
         while True:
             try:
@@ -156,7 +156,7 @@ def _requeue_rq(client: redis.Redis, keys: Keys, run_id: str, raw: bytes, elemen
                 tx.decrby(rk.dead_items, count)
                 tx.hdel(rk.attempts, str(seq))
                 tx.lrem(rk.dead, 1, entry)
-                queue.enqueue_many([job_data(keys.prefix, run_id, seq, count, JobOptions())],
+                queue.enqueue_many([job_data(keys.prefix, run_id, seq, count, options)],
                                    pipeline=tx)
                 tx.execute()
                 return 1

@@ -7,11 +7,13 @@ push until the batch is counted or dead-lettered, and the scripts that resolve a
 them in the same step. RQ deletes a job's record ``result_ttl`` seconds after *an* execution of
 it ends, and an execution of a job that had been put back can end while its copy still waits in
 the queue; keeping the numbers in a key that only resolution removes means no timing of RQ's
-bookkeeping can lose them.
+bookkeeping can lose them; and a batch left without a job (its record expired or deleted) is
+given a new one by the consumers' reclaimer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rq import Queue, Retry
@@ -26,15 +28,39 @@ DEFAULT_QUEUE = "exactsum"
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How the producer enqueues: RQ's own job settings."""
+    """How the producer enqueues: the RQ queue and RQ's own job settings. The producer records
+    them in the run's meta (:meth:`as_meta`), so that whoever enqueues a job of the run again
+    (the consumers' reclaimer, ``admin dead requeue``) enqueues it the same way."""
 
+    queue: str = DEFAULT_QUEUE
     timeout_s: int = 60
     # RQ retries a job that raises (and our reclaimer one whose worker died) this many times
     # before its batch is dead-lettered.
     retries: int = 2
-    # How long RQ keeps a finished or failed job's record (and result) for rq-dashboard; the
-    # numbers are elsewhere, so this only bounds what the dashboard can show.
-    result_ttl_s: int = 3600
+    # How long RQ keeps a finished or failed job's record and result (about 6 KB a job), for
+    # rq-dashboard. The numbers are elsewhere, and a batch whose job record is gone before it
+    # was resolved gets a new job (the reclaimer's orphan pass), so this bounds only memory and
+    # what the dashboard can show.
+    result_ttl_s: int = 600
+
+    def as_meta(self) -> dict[str, str | int]:
+        return {"rq_queue": self.queue, "rq_timeout_s": self.timeout_s,
+                "rq_retries": self.retries, "rq_result_ttl_s": self.result_ttl_s}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[bytes, bytes]) -> JobOptions:
+        """The options recorded in a run's meta; defaults for any that are missing."""
+        default = cls()
+
+        def get(name: str, fallback: int) -> int:
+            raw = meta.get(name.encode())
+            return int(raw) if raw is not None else fallback
+
+        queue = meta.get(b"rq_queue")
+        return cls(queue=queue.decode() if queue else default.queue,
+                   timeout_s=get("rq_timeout_s", default.timeout_s),
+                   retries=get("rq_retries", default.retries),
+                   result_ttl_s=get("rq_result_ttl_s", default.result_ttl_s))
 
 
 def job_data(prefix: str, run_id: str, seq: int, items: int, options: JobOptions) -> EnqueueData:

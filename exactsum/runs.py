@@ -46,11 +46,13 @@ class RunPlan:
 
 
 def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
-               transport: str = "native") -> None:
+               transport: str = "native", **transport_facts: str | int) -> None:
     """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
 
     ``producer`` must be unique to this producer process: a call re-sent after a lost reply
     finds its own name in the meta and goes on, where another producer's run is refused.
+    ``transport_facts`` are what the transport needs to know of the run later (the RQ queue and
+    job options: :meth:`exactsum.rqjobs.JobOptions.as_meta`).
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state`.
     """
@@ -60,17 +62,16 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
         client.hget(rk.meta, "producer") != producer.encode()
     ):
         raise ValueError(f"run id {plan.run_id!r} already exists; pick another --run-id")
-    client.hset(
-        rk.meta,
-        mapping={
-            "batch_size": plan.batch_size,
-            "batches": plan.batches,
-            "state": "pushing",
-            "items": plan.items,
-            "started_ms": now_ms,
-            "transport": transport,
-        },
-    )
+    mapping: dict[str, str | int] = {
+        "batch_size": plan.batch_size,
+        "batches": plan.batches,
+        "state": "pushing",
+        "items": plan.items,
+        "started_ms": now_ms,
+        "transport": transport,
+        **transport_facts,
+    }
+    client.hset(rk.meta, mapping=mapping)  # type: ignore[arg-type]
     client.zadd(keys.runs, {plan.run_id: now_ms})
 
 

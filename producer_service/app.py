@@ -46,6 +46,10 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
                               settings.batch)
 
     run_id = settings.run_id or new_run_id()
+    job_options = (JobOptions(queue=settings.rq_queue, timeout_s=settings.rq_job_timeout,
+                              retries=settings.rq_retries,
+                              result_ttl_s=settings.rq_result_ttl)
+                   if settings.transport == "rq" else None)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items, settings.batch)
     client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
@@ -60,7 +64,8 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         metrics.serve(settings.metrics_addr, settings.metrics_port)
 
     try:
-        retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport),
+        retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport,
+                                    **(job_options.as_meta() if job_options else {})),
                  "create run", log,
                  stop=stop, deadline=deadline)
     except ValueError as exc:
@@ -72,10 +77,8 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     bound = queue_bound(settings.max_queue, settings.batch)
     sink: BatchSink
-    if settings.transport == "rq":
-        sink = RqSink(client, keys, run_id, settings.rq_queue, bound,
-                      JobOptions(timeout_s=settings.rq_job_timeout, retries=settings.rq_retries,
-                                 result_ttl_s=settings.retention))
+    if job_options is not None:
+        sink = RqSink(client, keys, run_id, bound, job_options)
     else:
         sink = ListSink(keys, scripts, run_id, bound)
     pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,

@@ -22,14 +22,14 @@ from exactsum.rqjobs import JobOptions, job_data
 
 
 class RqSink:
-    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, queue_name: str,
-                 bound: int, options: JobOptions) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, run_id: str, bound: int,
+                 options: JobOptions) -> None:
         self.client = client
         self.prefix = keys.prefix
         self.run_keys = keys.run(run_id)
         self.run_id = run_id
-        self.queue = Queue(queue_name, connection=client)
-        self.queue_key = RqKeys(queue_name).queue
+        self.queue = Queue(options.queue, connection=client)
+        self.queue_key = RqKeys(options.queue).queue
         self.bound = bound
         self.options = options
 

@@ -49,6 +49,7 @@ class ProducerSettings:
     rq_queue: str
     rq_job_timeout: int
     rq_retries: int
+    rq_result_ttl: int
 
 
 def build_parser() -> EnvParser:
@@ -94,6 +95,9 @@ def build_parser() -> EnvParser:
     add("--rq-retries", env="PRODUCER_RQ_RETRIES", default=2, type=non_negative_int,
         help="with --transport rq: times RQ retries a job that fails or whose worker dies, "
         "before its batch is dead-lettered")
+    add("--rq-result-ttl", env="PRODUCER_RQ_RESULT_TTL", default=600, type=positive_int,
+        help="with --transport rq: seconds RQ keeps a finished job's record and result "
+        "(about 6 KB each; for rq-dashboard)")
     return parser
 
 

@@ -168,6 +168,24 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
 
 
 @pytest.mark.timeout(120)
+def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    producer = own_services.producer(*RQ, "--count", "3000", "--batch", "100")
+    rq = RqKeys(QUEUE)
+    wait_until(lambda: rclient.llen(rq.queue) == 30, 30, "every job enqueued")
+    # What `rq empty` does, or RQ expiring the records of jobs that were still to run: the
+    # queue and the job records are gone; the batches' numbers are not.
+    job_ids = [j.decode() for j in rclient.lrange(rq.queue, 0, -1)]
+    rclient.delete(rq.queue, *(RqKeys.job(j) for j in job_ids[:20]))
+    rclient.rpush(rq.queue, *job_ids[20:])  # ten keep their job
+    consumer, _ = _consumer(own_services, "--threads", "2")
+    report = finish(producer, timeout=100)
+    assert_exact(report, 3000)
+    assert "20 unresolved batches had no RQ job any more" in consumer.stderr
+
+
+@pytest.mark.timeout(120)
 def test_jobs_that_raise_are_retried_by_rq_until_they_count(
     own_services: Services, rclient: redis.Redis
 ) -> None:
@@ -219,10 +237,10 @@ def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
             [sys.executable, "-m", "exactsum.admin", *args], capture_output=True, text=True,
             timeout=30, env=own_services.env(), check=False)
 
-    requeued = admin("dead", "requeue", "--run", report["run_id"], "--all", "--rq-queue", QUEUE)
+    requeued = admin("dead", "requeue", "--run", report["run_id"], "--all")
     assert requeued.returncode == 0, requeued.stderr
-    assert admin("dead", "requeue", "--run", report["run_id"], "--all",
-                 "--rq-queue", QUEUE).stdout.startswith("requeue: 0 of 0")
+    assert admin("dead", "requeue", "--run", report["run_id"],
+                 "--all").stdout.startswith("requeue: 0 of 0")
     wait_until(lambda: admin("audit", "--run", report["run_id"]).returncode == 0, 60,
                "the requeued batches to be counted")
     audited = json.loads(admin("audit", "--run", report["run_id"], "--json").stdout)
@@ -281,7 +299,7 @@ def _plan(client: redis.Redis, keys: Keys, run_id: str, items: int, batch: int) 
 def test_enqueue_is_once_only_and_stops_at_the_bound(rclient: redis.Redis) -> None:
     keys = Keys("t")
     _plan(rclient, keys, "r1", 30, 10)
-    sink = RqSink(rclient, keys, "r1", QUEUE, bound=2, options=JobOptions())
+    sink = RqSink(rclient, keys, "r1", bound=2, options=JobOptions(queue=QUEUE))
     batches = [(seq, 10, b"pc1|r1|%d|10|0|1,1,1,1,1,1,1,1,1,1" % seq) for seq in range(3)]
     assert sink.send(batches) == 2  # the third does not fit under the bound
     assert sink.send(batches) == 2  # re-sent: nothing new, still no room
