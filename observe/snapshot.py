@@ -43,6 +43,7 @@ class RunView:
     stale_commits: int
     by_consumer: dict[str, int]
     audit: dict[str, Any] | None = None  # the audit of a finished run
+    transport: str = "native"  # or "rq": its batches travel as RQ jobs (rq-dashboard shows them)
 
     @property
     def resolved(self) -> int:
@@ -205,6 +206,7 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
             expected_sum=int(expected) if expected is not None else None,
             stale_commits=_int(stale),
             by_consumer={k: int(v) for k, v in _text(by_consumer).items()},
+            transport=meta.get("transport", "native"),
         ))
         recent += [_dead_entry(raw, run_id) for raw in dead_raw]
     for run in run_views:

@@ -95,7 +95,8 @@ def render(snap: Snapshot) -> RenderableType:
     for run in snap.runs:
         share = run.resolved / run.items if run.items else 1.0
         expected = "-" if run.expected_sum is None else f"{run.expected_sum:,}"
-        runs.add_row(run.run_id, run.state, f"{run.resolved:,}/{run.items:,} {share:4.0%}",
+        state = run.state + (" (rq)" if run.transport == "rq" else "")
+        runs.add_row(run.run_id, state, f"{run.resolved:,}/{run.items:,} {share:4.0%}",
                      f"{run.committed:,}", f"{run.dead_lettered:,}", f"{run.sum:,}", expected,
                      verdict(run))
     consumers = Table(title="consumers", **TABLE)
