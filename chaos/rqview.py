@@ -34,20 +34,31 @@ import redis
 from chaos.checker import RunState, Snapshot, bits
 from chaos.cluster import Slot
 from chaos.faults import Injector, Outcome
-from exactsum.keys import Keys, RqKeys
+from exactsum.keys import Keys, RqKeys, parse_job_id
 from exactsum.runs import RunPlan
 
 # What an RQ job logs when its commit is refused (consumer_service/rq_job.py).
 RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already resolved; not "
                   "counted again")
 
+# HELD: an execution in RQ's StartedJobRegistry holds a batch only while the batch is unresolved.
+# A worker that dies after its commit and before RQ's own bookkeeping (a Redis kill does it)
+# leaves its execution in the registry; reclaim_job.lua leaves it alone (its batch is resolved,
+# nothing to put back) and RQ's maintenance retires it a minute or more later. Such a leftover
+# is nobody's claim: counted, it would make a dead consumer seem to hold jobs for that long.
 RQ_SNAPSHOT_LUA = r"""
 local prefix, wip_key, execution = ARGV[1], ARGV[2], ARGV[3]
 local wip = {}
 for _, member in ipairs(redis.call('ZRANGE', wip_key, 0, -1)) do
-    local worker = redis.call('HGET', execution .. member, 'worker_name') or ''
-    local owner = string.match(worker, '^([%w_%-]+)%.w%d+%.%d+$') or worker
-    table.insert(wip, {owner, redis.call('EXISTS', prefix .. ':consumer:' .. owner)})
+    -- "<prefix>-<run>-<seq>:<execution id>"; only an execution whose batch is unresolved holds
+    -- anything (see HELD below).
+    local job = string.match(member, '^(.*):[^:]*$') or member
+    local run, seq = string.match(string.sub(job, #prefix + 2), '^(.+)%-(%d+)$')
+    if run and redis.call('HEXISTS', prefix .. ':run:' .. run .. ':batches', seq) == 1 then
+        local worker = redis.call('HGET', execution .. member, 'worker_name') or ''
+        local owner = string.match(worker, '^([%w_%-]+)%.w%d+%.%d+$') or worker
+        table.insert(wip, {owner, redis.call('EXISTS', prefix .. ':consumer:' .. owner)})
+    end
 end
 local runs = {}
 for i = 4, #ARGV do
@@ -114,18 +125,28 @@ class RqInjector(Injector):
         super().__init__(*args, **kwargs)
         self.rq = RqKeys(queue)
 
-    def executions(self, consumer_id: str) -> dict[str, str]:
-        """RQ's started executions of this consumer's workers: member -> worker name."""
-        members = [m.decode() for m in
-                   cast(list[bytes], self.client.zrange(self.rq.started, 0, -1))]
+    def open_executions(self) -> dict[str, str]:
+        """RQ's started executions whose batch is unresolved (HELD above): member -> worker."""
+        members = []
         pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            pipe.hget(RqKeys.execution(member), "worker_name")
+        for raw in cast(list[bytes], self.client.zrange(self.rq.started, 0, -1)):
+            member = raw.decode()
+            parsed = parse_job_id(self.keys.prefix, member.rsplit(":", 1)[0])
+            if parsed is not None:
+                members.append(member)
+                pipe.hexists(self.keys.run(parsed[0]).batches, str(parsed[1]))
+                pipe.hget(RqKeys.execution(member), "worker_name")
+        replies = pipe.execute()
+        return {member: (replies[2 * i + 1] or b"").decode()
+                for i, member in enumerate(members) if replies[2 * i]}
+
+    def executions(self, consumer_id: str) -> dict[str, str]:
+        """The open executions of this consumer's workers: member -> worker name."""
         found = {}
-        for member, worker in zip(members, pipe.execute(), strict=True):
-            match = _WORKER_RE.match((worker or b"").decode())
+        for member, worker in self.open_executions().items():
+            match = _WORKER_RE.match(worker)
             if match and match["consumer"] == consumer_id:
-                found[member] = match.group(0)
+                found[member] = worker
         return found
 
     def holds(self, consumer_id: str) -> int:
@@ -137,9 +158,7 @@ class RqInjector(Injector):
     def released(self, consumer_id: str, claims: frozenset[str]) -> bool:
         # A stopped service's workers still run and take new jobs, which the others put back
         # in turn: what counts is that the executions it held when it went away were put back.
-        members = {m.decode() for m in
-                   cast(list[bytes], self.client.zrange(self.rq.started, 0, -1))}
-        return not claims & members
+        return not claims & set(self.open_executions())
 
     def _rqworker(self, outcome: Outcome, slot: Slot) -> None:
         """SIGKILL one RQ worker process of the consumer while it runs a job."""
