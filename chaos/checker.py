@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -98,6 +99,10 @@ class RunState:
     inflight: Counter[int] = field(default_factory=Counter)
     queue_items: int = 0
     inflight_items: int = 0
+    # "queue" for the native transport; for RQ's (chaos.rqview) the batches not yet resolved,
+    # the fields of the run's ``batches`` hash, stand where the queue does, and nothing is in
+    # flight: an RQ job carries no numbers, so where its job is does not decide a batch's fate.
+    waiting: str = "queue"
 
     def items_of(self, seqs: set[int]) -> int:
         if self.plan is None:
@@ -183,16 +188,16 @@ def violations(snapshot: Snapshot, seen_pushed: dict[str, set[int]],
                 found[(run_id, f"lost:{seq}")] = f"batch {seq} is pushed but nowhere"
             elif n > 1:
                 found[(run_id, f"twice:{seq}")] = (
-                    f"batch {seq} is in {n} places (queue {state.queue[seq]}, in flight "
-                    f"{state.inflight[seq]}, done {int(seq in state.done)})")
+                    f"batch {seq} is in {n} places ({state.waiting} {state.queue[seq]}, in "
+                    f"flight {state.inflight[seq]}, done {int(seq in state.done)})")
         for seq in where:
             if seq not in state.pushed:
                 found[(run_id, f"unpushed:{seq}")] = f"batch {seq} is present but not pushed"
         located = state.queue_items + state.inflight_items + state.committed + state.dead_items
         if located != state.pushed_items:
             found[(run_id, "conservation")] = (
-                f"queue {state.queue_items} + in flight {state.inflight_items} + committed "
-                f"{state.committed} + dead {state.dead_items} = {located} != pushed "
+                f"{state.waiting} {state.queue_items} + in flight {state.inflight_items} + "
+                f"committed {state.committed} + dead {state.dead_items} = {located} != pushed "
                 f"{state.pushed_items}")
         if state.committed + state.dead_items != state.done_items:
             found[(run_id, "double")] = (
@@ -220,11 +225,15 @@ class CheckerReport:
     max_orphan_age_s: float = 0.0
 
 
+SnapshotFn = Callable[[redis.Redis, Keys, list[str]], Snapshot]
+
+
 class Checker(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, run_ids: list[str], *,
-                 interval: float, window: float) -> None:
+                 interval: float, window: float, snapshot: SnapshotFn = take_snapshot) -> None:
         super().__init__(name="checker", daemon=True)
         self.client, self.keys, self.run_ids = client, keys, run_ids
+        self.snapshot = snapshot  # the transport's: take_snapshot, or chaos.rqview's
         self.interval, self.window = interval, window
         self.stopping = threading.Event()
         self.report = CheckerReport()
@@ -242,7 +251,7 @@ class Checker(threading.Thread):
 
     def sample(self) -> Snapshot | None:
         try:
-            snap = take_snapshot(self.client, self.keys, self.run_ids)
+            snap = self.snapshot(self.client, self.keys, self.run_ids)
         except redis.RedisError as exc:
             with self.lock:
                 self.report.failed_samples += 1

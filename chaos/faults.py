@@ -16,6 +16,9 @@ does not replay exactly. Kinds:
 ``partition``  take down the link of the consumer that runs in its own network namespace,
                until its heartbeat lapsed and its claims were reclaimed, then bring it up. It
                must reconnect, have its stale commits fenced, and commit again.
+``rqworker``   (``--transport rq`` only, :mod:`chaos.rqview`) SIGKILL one RQ worker process of a
+               consumer while it runs a job; the service must put the job back and start
+               another worker.
 
 Each episode checks that it landed (the victim held claims; the claims were reclaimed; the
 consumers logged retries while Redis was down) and that the system recovered within a deadline;
@@ -44,7 +47,9 @@ from exactsum.keys import Keys
 log = logging.getLogger("chaos.faults")
 
 KINDS = ("sigkill", "sigstop", "redis", "partition")
-WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2}
+# The RQ transport has one kind more: SIGKILL of one RQ worker process (chaos.rqview).
+RQ_KINDS = (*KINDS, "rqworker")
+WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3}
 # What a late returner logs when its commit is refused (consumer_service/worker.py).
 FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
 RETRY_MARK = "retrying in"
@@ -151,6 +156,9 @@ def spread(values: list[float]) -> str:
 
 
 class Injector(threading.Thread):
+    # What a consumer logs when a late commit of its is refused; the RQ injector has its own.
+    fence_marks = FENCE_MARKS
+
     def __init__(self, cluster: Cluster, netns: Namespaces | None, keys: Keys, run_id: str,
                  items: int, episodes: list[Episode], *, ttl: float, reclaim_interval: float,
                  threads: int) -> None:
@@ -200,6 +208,15 @@ class Injector(threading.Thread):
             pipe.llen(self.keys.inflight(consumer_id, n))
         return sum(int(x) for x in pipe.execute())
 
+    def claims(self, consumer_id: str) -> frozenset[str]:
+        """What the consumer holds, to tell later whether it was all taken back (RQ's
+        injector names its executions; here the in-flight lists say it by being empty)."""
+        return frozenset()
+
+    def released(self, consumer_id: str, claims: frozenset[str]) -> bool:
+        """Whether what the consumer held when it went away was taken back from it."""
+        return self.holds(consumer_id) == 0
+
     def alive(self, consumer_id: str) -> bool:
         return bool(self.client.exists(self.keys.heartbeat(consumer_id)))
 
@@ -248,9 +265,9 @@ class Injector(threading.Thread):
                 if slot is None:
                     outcome.skipped = "no eligible consumer (all others busy with faults)"
                 else:
+                    fault: Callable[[Outcome, Slot], None] = getattr(self, f"_{kind}")
                     try:
-                        {"sigkill": self._sigkill, "sigstop": self._sigstop,
-                         "partition": self._partition}[kind](outcome, slot)
+                        fault(outcome, slot)
                     finally:
                         with self.cluster.lock:
                             slot.busy = False
@@ -339,13 +356,15 @@ class Injector(threading.Thread):
         outcome.victim = f"{slot.name} {gen.consumer_id}"
         held, alive = self._wait_holding(gen)
         outcome.notes.append(f"held {held}" + ("" if alive else ", heartbeat already gone"))
-        fenced_before = gen.count(*FENCE_MARKS)
+        fenced_before = gen.count(*self.fence_marks)
         retries_before = gen.count(RETRY_MARK)
+        claims = self._read(lambda: self.claims(gen.consumer_id), time.monotonic() + 10)
         left = time.monotonic()
         leave()
         try:
             reclaimed = self._poll(
-                lambda: not self.alive(gen.consumer_id) and self.holds(gen.consumer_id) == 0,
+                lambda: not self.alive(gen.consumer_id)
+                and self.released(gen.consumer_id, claims or frozenset()),
                 self.reclaim_deadline)
             if reclaimed is None:
                 outcome.failure = "its claims were not reclaimed while it was away"
@@ -369,7 +388,7 @@ class Injector(threading.Thread):
         else:
             outcome.notes.append("the run ended before it committed again")
         time.sleep(1.0)  # let its late commits be refused and logged
-        outcome.fenced = gen.count(*FENCE_MARKS) - fenced_before
+        outcome.fenced = gen.count(*self.fence_marks) - fenced_before
         if outcome.episode.kind == "partition":
             outcome.notes.append(f"{gen.count(RETRY_MARK) - retries_before} retries logged")
 
@@ -389,7 +408,7 @@ class Injector(threading.Thread):
         outcome.victim = f"redis-server pid {server.process.pid if server.process else '?'}"
         gens = [s.current for s in self.cluster.slots]
         retries_before = [g.count(RETRY_MARK) for g in gens]
-        fenced_before = [g.count(*FENCE_MARKS) for g in gens]
+        fenced_before = [g.count(*self.fence_marks) for g in gens]
         acknowledged = self._read(self.committed, time.monotonic() + 10)
         killed = time.monotonic()
         server.kill()
@@ -419,7 +438,7 @@ class Injector(threading.Thread):
         outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
         # A long outage lets every heartbeat lapse: claims are reclaimed as Redis comes back
         # and the owners' commits are refused.
-        outcome.fenced = sum(g.count(*FENCE_MARKS) - n
+        outcome.fenced = sum(g.count(*self.fence_marks) - n
                              for g, n in zip(gens, fenced_before, strict=True))
         outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
 

@@ -14,18 +14,21 @@ KIND_NAMES = {
     "sigstop": "consumer SIGSTOP past heartbeat",
     "redis": "redis-server kill -9 + restart",
     "partition": "consumer cut off the network",
+    "rqworker": "one RQ worker process SIGKILLed",
 }
 RECOVER_MEANING = {
     "sigkill": "kill -> its claims back on the queue",
     "sigstop": "stop -> its claims reclaimed; back: SIGCONT -> it commits again",
     "redis": "kill -> commits resume; back: restart -> commits resume",
     "partition": "link down -> its claims reclaimed; back: link up -> it commits again",
+    "rqworker": "kill -> its jobs back on RQ's queue; back: kill -> a new worker in its place",
 }
 
 
 @dataclass
 class ChaosResult:
     seed: int
+    transport: str
     items: int
     batch: int
     consumers: int
@@ -60,6 +63,11 @@ class ChaosResult:
         return json.dumps(record)
 
 
+def table_kinds(kinds: list[KindSummary]) -> list[str]:
+    """The native kinds always (a kind not asked for shows as 0), then any other that ran."""
+    return [*KINDS, *(k.kind for k in kinds if k.kind not in KINDS)]
+
+
 def fault_table(kinds: list[KindSummary], disabled: dict[str, str]) -> str:
     lines = [
         "| fault | injected | landed | failed | recover s (median / max) "
@@ -67,7 +75,7 @@ def fault_table(kinds: list[KindSummary], disabled: dict[str, str]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     by_kind = {k.kind: k for k in kinds}
-    for kind in KINDS:
+    for kind in table_kinds(kinds):
         name = KIND_NAMES[kind]
         if kind in disabled:
             lines.append(f"| {name} | skipped: {disabled[kind]} | | | | | |")
@@ -81,17 +89,23 @@ def fault_table(kinds: list[KindSummary], disabled: dict[str, str]) -> str:
 
 def result_table(r: ChaosResult) -> str:
     c = r.checker
+    if r.transport == "rq":
+        moved = "jobs of dead workers put back on RQ's queue by reclaim_job.lua"
+        retried, commit = "RQ retried the job", "commit_job.lua"
+    else:
+        moved = "elements moved back from dead or absent consumers"
+        retried, commit = "retry.lua put the batch back on the queue", "commit.lua"
     rows = [
-        ("seed", str(r.seed)),
+        ("seed", str(r.seed) + ("" if r.transport == "native" else f" (transport {r.transport})")),
         ("items", f"{r.items:,} in batches of {r.batch}, {r.consumers} consumers"),
         ("sum", f"{r.sum} (expected {r.expected_sum}, computed by the harness from its file)"),
         ("committed", f"{r.committed:,}"),
         ("lost", str(r.lost)),
         ("duplicated", str(r.duplicated)),
         ("dead-lettered", str(r.dead_lettered)),
-        ("reclaimed", f"{r.reclaimed:,} elements moved back from dead or absent consumers"),
-        ("flaky failures retried", f"{r.retried:,} (retry.lua put the batch back on the queue)"),
-        ("stale commits refused", f"{r.stale_commits:,} by commit.lua; {r.refusals_logged:,} "
+        ("reclaimed", f"{r.reclaimed:,} {moved}"),
+        ("flaky failures retried", f"{r.retried:,} ({retried})"),
+        ("stale commits refused", f"{r.stale_commits:,} by {commit}; {r.refusals_logged:,} "
          "refusals logged by consumers (a refusal whose reply was lost to a Redis kill is "
          "re-sent and refused again)"),
         ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
@@ -111,7 +125,8 @@ def render(result: ChaosResult, outcomes: list[Outcome]) -> str:
         "",
         fault_table(result.kinds, result.disabled),
         "",
-        "Time to recover: " + "; ".join(f"{k}: {RECOVER_MEANING[k]}" for k in KINDS),
+        "Time to recover: " + "; ".join(f"{k}: {RECOVER_MEANING[k]}"
+                                        for k in table_kinds(result.kinds)),
         "",
         result_table(result),
     ]

@@ -12,6 +12,7 @@ every fault episode recovered; 1 otherwise; 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -29,11 +30,12 @@ from typing import cast
 import redis
 
 from chaos import netns as netns_mod
-from chaos.checker import Checker, take_snapshot
+from chaos.checker import Checker, SnapshotFn, take_snapshot
 from chaos.cluster import Cluster
-from chaos.faults import FENCE_MARKS, KINDS, Injector, KindSummary, Outcome, schedule
+from chaos.faults import KINDS, RQ_KINDS, Injector, KindSummary, Outcome, schedule
 from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
+from chaos.rqview import RqInjector, take_rq_snapshot
 from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one producer and several consumers over a file of integers while a "
         "seeded fault injector kills consumers, stops them, kills Redis and cuts a consumer "
         "off the network; check that every item is counted exactly once.")
+    p.add_argument("--transport", choices=("native", "rq"), default="native",
+                   help="the services' transport: the native list, or RQ jobs (docs/chaos.md)")
+    p.add_argument("--rq-queue", default="chaos", help="with --transport rq: the RQ queue")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the input and of the fault schedule (default: random, printed)")
     p.add_argument("--items", type=int, default=2_000_000, help="items to sum")
@@ -72,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(retry.lua) on top of the faults; 0 for none")
     p.add_argument("--max-attempts", type=int, default=20,
                    help="consumers' attempts per batch; high, so flaky batches are never "
-                   "dead-lettered")
-    p.add_argument("--kinds", default=",".join(KINDS),
-                   help=f"fault kinds to inject, comma-separated (default: {','.join(KINDS)})")
+                   "dead-lettered (with --transport rq: the jobs' RQ retries, plus one)")
+    p.add_argument("--kinds", default=None,
+                   help=f"fault kinds to inject, comma-separated (default: {','.join(KINDS)}; "
+                   f"with --transport rq: {','.join(RQ_KINDS)})")
     p.add_argument("--check-interval", type=float, default=0.5,
                    help="seconds between conservation snapshots")
     p.add_argument("--timeout", type=float, default=None,
@@ -107,10 +113,11 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s chaos %(threadName)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = set(kinds) - set(KINDS)
+    known = RQ_KINDS if args.transport == "rq" else KINDS
+    kinds = [k.strip() for k in (args.kinds or ",".join(known)).split(",") if k.strip()]
+    unknown = set(kinds) - set(known)
     if unknown or not kinds:
-        build_parser().error(f"--kinds: unknown kind(s) {sorted(unknown)}; known: {KINDS}")
+        build_parser().error(f"--kinds: unknown kind(s) {sorted(unknown)}; known: {known}")
     if args.items < args.batch or args.consumers < 2:
         build_parser().error("need at least one batch of items and two consumers")
 
@@ -181,7 +188,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
     log.info("seed %d: %d fault episodes over %.0f s:\n  %s", seed, len(episodes), duration,
              "\n  ".join(e.describe() for e in episodes))
     workdir = Path(tempfile.mkdtemp(prefix=f"exactsum-chaos-{seed}-"))
-    result = ChaosResult(seed, args.items, args.batch, args.consumers, duration,
+    result = ChaosResult(seed, args.transport, args.items, args.batch, args.consumers, duration,
                          disabled=disabled, workdir=str(workdir))
     work_io_ms = args.work_io_ms
     if work_io_ms is None:
@@ -200,6 +207,17 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
                      str(args.reclaim_interval), "--grace", "5",
                      "--work-io-ms", f"{work_io_ms:.4f}", "--flaky-rate", str(args.flaky_rate),
                      "--max-attempts", str(args.max_attempts)]
+    producer_args: list[str] = []
+    rq = args.transport == "rq"
+    if rq:
+        consumer_args += ["--transport", "rq", "--rq-queue", args.rq_queue]
+        # Reclaims of dead workers' jobs spend RQ retries too, as flaky failures do: as many
+        # as the native consumers' attempts, so that no batch is dead-lettered.
+        producer_args = ["--transport", "rq", "--rq-queue", args.rq_queue, "--rq-retries",
+                         str(max(0, args.max_attempts - 1))]
+    snapshot: SnapshotFn = take_snapshot
+    if rq:
+        snapshot = functools.partial(take_rq_snapshot, queue=args.rq_queue)
     cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers)
     started = time.monotonic()
     injector: Injector | None = None
@@ -216,14 +234,19 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         for slot in cluster.slots:
             cluster.start_consumer(slot)
         checker = Checker(client, keys, [run_id], interval=args.check_interval,
-                          window=args.ttl + args.reclaim_interval + 3.0)
+                          window=args.ttl + args.reclaim_interval + 3.0, snapshot=snapshot)
         checker.start()
         producer = cluster.start_producer([
             "--input", str(input_path), "--batch", str(args.batch), "--max-queue",
             str(args.max_queue), "--run-id", run_id, "--timeout", str(timeout),
-            "--progress-interval", "10"])
-        injector = Injector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
-                            reclaim_interval=args.reclaim_interval, threads=args.threads)
+            "--progress-interval", "10", *producer_args])
+        if rq:
+            injector = RqInjector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
+                                  reclaim_interval=args.reclaim_interval, threads=args.threads,
+                                  queue=args.rq_queue)
+        else:
+            injector = Injector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
+                                reclaim_interval=args.reclaim_interval, threads=args.threads)
         injector.start()
         while producer.poll() is None:
             if time.monotonic() - started > timeout + 30:
@@ -238,7 +261,8 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         result.checker = checker_report
         result.elapsed_s = time.monotonic() - started
         result.consumer_exits = cluster.stop_consumers(grace=5)
-        judge(result, cluster, client, keys, run_id, kinds, outcomes, final is not None)
+        judge(result, cluster, client, keys, run_id, kinds, outcomes, final is not None,
+              snapshot, injector.fence_marks)
     except KeyboardInterrupt:
         log.error("interrupted; logs and Redis data are in %s", workdir)
         if injector is not None:
@@ -263,7 +287,9 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
 
 
 def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys, run_id: str,
-          kinds: list[str], outcomes: list[Outcome], sampled: bool) -> None:
+          kinds: list[str], outcomes: list[Outcome], sampled: bool,
+          snapshot: SnapshotFn = take_snapshot,
+          fence_marks: tuple[str, ...] = Injector.fence_marks) -> None:
     """The verdict, from the harness' own figures and Redis' records, never from one alone."""
     fail = result.failures.append
     report = cluster.producer_report()
@@ -275,7 +301,7 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
         fail(f"producer reports {report.get('produced')} items summing to {report.get('sum')}; "
              f"the harness wrote {result.items} summing to {result.expected_sum}")
 
-    snap = take_snapshot(client, keys, [run_id])
+    snap = snapshot(client, keys, [run_id])
     state = snap.runs[run_id]
     rk = keys.run(run_id)
     result.sum, result.committed = state.sum, state.committed
@@ -297,7 +323,9 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
         fail(f"committed {state.committed}, lost {result.lost}, duplicated {result.duplicated}")
     if len(state.done) != batches or len(state.pushed) != batches:
         fail(f"{len(state.done)} batches done and {len(state.pushed)} pushed of {batches}")
-    if state.queue or state.inflight:
+    if state.waiting != "queue" and state.queue:
+        fail(f"{len(state.queue)} batches still unresolved at the end")
+    elif state.queue or state.inflight:
         fail(f"{sum(state.queue.values())} elements still queued and "
              f"{sum(state.inflight.values())} in flight at the end")
     if sum(by_consumer.values()) != state.committed:
@@ -322,14 +350,14 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     for o in outcomes:
         if o.failure:
             fail(f"fault #{o.episode.index} {o.episode.kind}: {o.failure}")
-    result.kinds = [KindSummary.of(k, outcomes) for k in KINDS if k in kinds]
+    result.kinds = [KindSummary.of(k, outcomes) for k in RQ_KINDS if k in kinds]
     for k in result.kinds:
         if k.landed == 0:
             fail(f"no {k.kind} fault landed ({k.injected} injected, {k.skipped} skipped)")
     for name, status in result.consumer_exits.items():
         if status != 0:
             fail(f"consumer {name} exited {status} on SIGTERM at the end")
-    result.refusals_logged = sum(g.count(*FENCE_MARKS) for s in cluster.slots
+    result.refusals_logged = sum(g.count(*fence_marks) for s in cluster.slots
                                  for g in s.generations)
 
 

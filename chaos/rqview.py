@@ -1,0 +1,213 @@
+"""The chaos run over the RQ transport (``python -m chaos --transport rq``): what differs.
+
+Where a batch is differs. With RQ, a batch's numbers wait in its run's ``batches`` hash from
+the push until the batch is resolved (committed or dead-lettered, which HDELs the field and
+sets the ``done`` bit in one script), whatever RQ does with its job meanwhile. So the snapshot
+(one Lua call, atomic) reads each watched run's ``pushed`` and ``done`` bitmaps, its counters and
+the field names of ``batches``, and the checker's invariants read: every pushed batch is either
+unresolved (a field of ``batches``) or resolved (its ``done`` bit), never both, never neither;
+items unresolved + committed + dead-lettered = items pushed; committed + dead-lettered = items
+of done batches; a bit once seen set stays set. Whether an unresolved batch still has a live RQ
+job is liveness, not safety: the final audit and the run finishing in its timeout check it.
+The snapshot also lists RQ's started executions with whether their consumer's heartbeat is
+alive, for the longest time a dead consumer's workers held jobs.
+
+What a consumer holds differs: RQ executions in RQ's StartedJobRegistry, named by worker, where
+the native transport has in-flight lists. And one fault kind more, ``rqworker``: SIGKILL of one
+RQ worker process of a consumer (not the service), in the middle of a job. Recovered when the
+dead worker's executions left RQ's registry (put back by ``reclaim_job.lua``); back when the
+consumer service started a worker in its place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from chaos.checker import RunState, Snapshot, bits
+from chaos.cluster import Slot
+from chaos.faults import Injector, Outcome
+from exactsum.keys import Keys, RqKeys, parse_job_id
+from exactsum.runs import RunPlan
+
+# What an RQ job logs when its commit is refused (consumer_service/rq_job.py).
+RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already resolved; not "
+                  "counted again")
+
+# HELD: an execution in RQ's StartedJobRegistry holds a batch only while the batch is unresolved.
+# A worker that dies after its commit and before RQ's own bookkeeping (a Redis kill does it)
+# leaves its execution in the registry; reclaim_job.lua leaves it alone (its batch is resolved,
+# nothing to put back) and RQ's maintenance retires it a minute or more later. Such a leftover
+# is nobody's claim: counted, it would make a dead consumer seem to hold jobs for that long.
+RQ_SNAPSHOT_LUA = r"""
+local prefix, wip_key, execution = ARGV[1], ARGV[2], ARGV[3]
+local wip = {}
+for _, member in ipairs(redis.call('ZRANGE', wip_key, 0, -1)) do
+    -- "<prefix>-<run>-<seq>:<execution id>"; only an execution whose batch is unresolved holds
+    -- anything (see HELD below).
+    local job = string.match(member, '^(.*):[^:]*$') or member
+    local run, seq = string.match(string.sub(job, #prefix + 2), '^(.+)%-(%d+)$')
+    if run and redis.call('HEXISTS', prefix .. ':run:' .. run .. ':batches', seq) == 1 then
+        local worker = redis.call('HGET', execution .. member, 'worker_name') or ''
+        local owner = string.match(worker, '^([%w_%-]+)%.w%d+%.%d+$') or worker
+        table.insert(wip, {owner, redis.call('EXISTS', prefix .. ':consumer:' .. owner)})
+    end
+end
+local runs = {}
+for i = 4, #ARGV do
+    local base = prefix .. ':run:' .. ARGV[i] .. ':'
+    table.insert(runs, {
+        ARGV[i],
+        redis.call('HGET', base .. 'meta', 'items') or '',
+        redis.call('HGET', base .. 'meta', 'batch_size') or '',
+        redis.call('GET', base .. 'pushed') or '',
+        redis.call('GET', base .. 'done') or '',
+        redis.call('GET', base .. 'committed') or '0',
+        redis.call('GET', base .. 'dead_items') or '0',
+        redis.call('GET', base .. 'sum') or '0',
+        redis.call('HKEYS', base .. 'batches'),
+    })
+end
+return {wip, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
+"""
+
+
+def take_rq_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str], *,
+                     queue: str) -> Snapshot:
+    rq = RqKeys(queue)
+    raw = cast(list[Any], client.eval(RQ_SNAPSHOT_LUA, 0, keys.prefix, rq.started,
+                                      RqKeys.execution(""), *run_ids))
+    wip, runs_raw, reclaimed = raw
+    runs: dict[str, RunState] = {}
+    for row in runs_raw:
+        run_id, items, batch_size, pushed, done, committed, dead, total, fields = row
+        name = run_id.decode()
+        plan = RunPlan(name, int(items), int(batch_size)) if items and batch_size else None
+        state = RunState(name, plan, bits(pushed), bits(done), int(committed), int(dead),
+                         int(total), waiting="unresolved")
+        unresolved = {int(f) for f in fields}
+        state.queue = Counter(unresolved)
+        state.queue_items = state.items_of(unresolved)
+        runs[name] = state
+    holders: Counter[str] = Counter()
+    orphans: Counter[str] = Counter()
+    for owner_raw, alive in wip:
+        owner = owner_raw.decode()
+        holders[owner] += 1
+        if not alive:
+            orphans[owner] += 1
+    return Snapshot(time.monotonic(), runs, 0, dict(orphans), dict(holders), int(reclaimed))
+
+
+_WORKER_RE = re.compile(r"^(?P<consumer>[A-Za-z0-9_-]+)\.w(?P<slot>\d+)\.(?P<start>\d+)$")
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: fields count from the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+class RqInjector(Injector):
+    fence_marks = RQ_FENCE_MARKS
+
+    def __init__(self, *args: Any, queue: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rq = RqKeys(queue)
+
+    def open_executions(self) -> dict[str, str]:
+        """RQ's started executions whose batch is unresolved (HELD above): member -> worker."""
+        members = []
+        pipe = self.client.pipeline(transaction=False)
+        for raw in cast(list[bytes], self.client.zrange(self.rq.started, 0, -1)):
+            member = raw.decode()
+            parsed = parse_job_id(self.keys.prefix, member.rsplit(":", 1)[0])
+            if parsed is not None:
+                members.append(member)
+                pipe.hexists(self.keys.run(parsed[0]).batches, str(parsed[1]))
+                pipe.hget(RqKeys.execution(member), "worker_name")
+        replies = pipe.execute()
+        return {member: (replies[2 * i + 1] or b"").decode()
+                for i, member in enumerate(members) if replies[2 * i]}
+
+    def executions(self, consumer_id: str) -> dict[str, str]:
+        """The open executions of this consumer's workers: member -> worker name."""
+        found = {}
+        for member, worker in self.open_executions().items():
+            match = _WORKER_RE.match(worker)
+            if match and match["consumer"] == consumer_id:
+                found[member] = worker
+        return found
+
+    def holds(self, consumer_id: str) -> int:
+        return len(self.executions(consumer_id))
+
+    def claims(self, consumer_id: str) -> frozenset[str]:
+        return frozenset(self.executions(consumer_id))
+
+    def released(self, consumer_id: str, claims: frozenset[str]) -> bool:
+        # A stopped service's workers still run and take new jobs, which the others put back
+        # in turn: what counts is that the executions it held when it went away were put back.
+        return not claims & set(self.open_executions())
+
+    def _rqworker(self, outcome: Outcome, slot: Slot) -> None:
+        """SIGKILL one RQ worker process of the consumer while it runs a job."""
+        gen = slot.current
+        outcome.victim = f"{slot.name} {gen.consumer_id}"
+        self._wait_holding(gen)
+        target: tuple[str, int, frozenset[str]] | None = None
+
+        def pick() -> bool:
+            nonlocal target
+            by_worker: dict[str, set[str]] = {}
+            for member, worker in self.executions(gen.consumer_id).items():
+                by_worker.setdefault(worker, set()).add(member)
+            for worker in sorted(by_worker)[int(outcome.episode.pick * len(by_worker)):]:
+                pid = int(cast(bytes, self.client.hget(RqKeys.worker(worker), "pid")) or 0)
+                # Only a child of the victim's service is ever signalled.
+                if pid and _parent_pid(pid) == gen.popen.pid:
+                    target = (worker, pid, frozenset(by_worker[worker]))
+                    return True
+            return False
+
+        if self._poll(pick, 10.0) is None or target is None:
+            outcome.notes.append("found no RQ worker of it running a job")
+            return
+        worker, pid, members = target
+        match = _WORKER_RE.match(worker)
+        assert match is not None
+        successor = f"RQ worker {match['consumer']}.w{match['slot']}.{int(match['start']) + 1} "
+        put_back = f"its worker {worker} is dead"
+        logs = [s.current for s in self.cluster.slots]
+        before = sum(g.count(put_back) for g in logs)
+        killed = time.monotonic()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            outcome.notes.append(f"worker {worker} (pid {pid}) had exited already")
+            return
+        outcome.notes.append(f"killed {worker} (pid {pid}) holding {len(members)}")
+        gone = self._poll(lambda: self.released(gen.consumer_id, members),
+                          self.reclaim_deadline)
+        if gone is None:
+            outcome.failure = f"the jobs of the dead worker {worker} were not put back"
+            return
+        outcome.recover_s = time.monotonic() - killed
+        # Landed if the worker died holding a job: one consumer put it back, saying so.
+        outcome.landed = self._poll(
+            lambda: sum(g.count(put_back) for g in logs) > before, 5.0) is not None
+        if self._poll(lambda: successor in gen.log_text(), 30.0) is None:
+            if gen.popen.poll() is None:
+                outcome.failure = f"no RQ worker started in place of {worker} within 30 s"
+        else:
+            outcome.back_s = time.monotonic() - killed
