@@ -361,9 +361,17 @@ def test_reclaim_job_puts_back_while_retries_last_then_dead_letters(
     assert reclaim(f"{job}:e2") == [2, 2]  # no retries left: dead-lettered
     assert rclient.getbit(rk.done, 0) == 1 and rclient.get(rk.dead_items) == b"10"
     assert not rclient.hexists(rk.batches, "0")
-    assert reclaim(f"{job}:e3") == [0, 0]  # resolved: nothing to do
-    assert rclient.zscore(rq.started, f"{job}:e3") is not None  # and nothing touched
+    assert reclaim(f"{job}:e3") == [0, 0]  # resolved: nothing to put back...
+    assert rclient.zscore(rq.started, f"{job}:e3") is None  # ...but the dead entry goes
     assert rclient.llen(rq.queue) == 1 and rclient.llen(rk.dead) == 1
+    # A batch that is not one of ours (no such run, no such element): nothing is touched.
+    other = keys.run("r2")
+    rclient.zadd(rq.started, {"t-r2-0:e9": 1})
+    assert [int(x) for x in scripts.reclaim_job(
+        keys=[rq.started, rq.queue, RqKeys.job("t-r2-0"), other.done, other.leases,
+              other.batches, other.dead, other.dead_items, keys.reclaimed],
+        args=["t-r2-0:e9", "t-r2-0", 0, 10, "{}"])] == [0, 0]
+    assert rclient.zscore(rq.started, "t-r2-0:e9") is not None
 
 
 @pytest.mark.timeout(30)

@@ -27,11 +27,17 @@
 -- Returns {status, lease}:
 --   1  put back on the queue (at the tail, behind what waits), with one retry fewer
 --   2  its retries were used up (or RQ's record of it is gone): dead-lettered
---   0  nothing to do: the batch is resolved (or not ours: nothing is touched), or the
---      execution was already handled
+--   0  nothing to put back: the batch is resolved (the entry is removed), or it is not a
+--      batch of a run of ours (nothing is touched), or the execution was already handled
 -- The execution leaves the registry in the same step, so two consumers that both saw the dead
 -- worker cannot both put the job back.
-if redis.call('GETBIT', KEYS[4], ARGV[3]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[3]) == 0 then
+if redis.call('GETBIT', KEYS[4], ARGV[3]) == 1 then
+    -- Resolved already (the worker died after its commit, before RQ recorded the end): only
+    -- the dead execution's entry goes, which RQ would otherwise show as running for minutes.
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return {0, 0}
+end
+if redis.call('HEXISTS', KEYS[6], ARGV[3]) == 0 then
     return {0, 0}
 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
