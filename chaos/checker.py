@@ -40,7 +40,29 @@ from exactsum.runs import RunPlan
 
 log = logging.getLogger("chaos.checker")
 
-SNAPSHOT_LUA = r"""
+
+def runs_lua(first_arg: int, extra: str = "") -> str:
+    """Lua that reads the figures of each watched run (ARGV[first_arg:] are their ids) into a
+    table ``runs``; ``extra`` adds more values per run. Shared by both transports' snapshots."""
+    return f"""
+local runs = {{}}
+for i = {first_arg}, #ARGV do
+    local base = prefix .. ':run:' .. ARGV[i] .. ':'
+    table.insert(runs, {{
+        ARGV[i],
+        redis.call('HGET', base .. 'meta', 'items') or '',
+        redis.call('HGET', base .. 'meta', 'batch_size') or '',
+        redis.call('GET', base .. 'pushed') or '',
+        redis.call('GET', base .. 'done') or '',
+        redis.call('GET', base .. 'committed') or '0',
+        redis.call('GET', base .. 'dead_items') or '0',
+        redis.call('GET', base .. 'sum') or '0',{extra}
+    }})
+end
+"""
+
+
+SNAPSHOT_LUA = (r"""
 local prefix = ARGV[1]
 local function heads(list)
     local out = {}
@@ -57,22 +79,9 @@ for _, key in ipairs(redis.call('KEYS', prefix .. ':inflight:*')) do
     local alive = redis.call('EXISTS', prefix .. ':consumer:' .. owner)
     table.insert(inflight, {owner, alive, heads(redis.call('LRANGE', key, 0, -1))})
 end
-local runs = {}
-for i = 2, #ARGV do
-    local base = prefix .. ':run:' .. ARGV[i] .. ':'
-    table.insert(runs, {
-        ARGV[i],
-        redis.call('HGET', base .. 'meta', 'items') or '',
-        redis.call('HGET', base .. 'meta', 'batch_size') or '',
-        redis.call('GET', base .. 'pushed') or '',
-        redis.call('GET', base .. 'done') or '',
-        redis.call('GET', base .. 'committed') or '0',
-        redis.call('GET', base .. 'dead_items') or '0',
-        redis.call('GET', base .. 'sum') or '0',
-    })
-end
+""" + runs_lua(2) + r"""
 return {queue, inflight, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
-"""
+""")
 
 
 def bits(bitmap: bytes) -> set[int]:

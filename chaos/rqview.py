@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import redis
 
-from chaos.checker import RunState, Snapshot, bits
+from chaos.checker import RunState, Snapshot, bits, runs_lua
 from chaos.cluster import Slot
 from chaos.faults import Injector, Outcome
 from exactsum.keys import Keys, RqKeys, parse_job_id
@@ -43,10 +43,10 @@ RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already reso
 
 # HELD: an execution in RQ's StartedJobRegistry holds a batch only while the batch is unresolved.
 # A worker that dies after its commit and before RQ's own bookkeeping (a Redis kill does it)
-# leaves its execution in the registry; reclaim_job.lua leaves it alone (its batch is resolved,
-# nothing to put back) and RQ's maintenance retires it a minute or more later. Such a leftover
-# is nobody's claim: counted, it would make a dead consumer seem to hold jobs for that long.
-RQ_SNAPSHOT_LUA = r"""
+# leaves its execution in the registry until a reclaimer sees the worker dead and removes it
+# (reclaim_job.lua: nothing to put back, its batch is resolved). Such a leftover is nobody's
+# claim: counted, it would make a dead consumer seem to hold jobs for that long.
+RQ_SNAPSHOT_LUA = (r"""
 local prefix, wip_key, execution = ARGV[1], ARGV[2], ARGV[3]
 local wip = {}
 for _, member in ipairs(redis.call('ZRANGE', wip_key, 0, -1)) do
@@ -60,23 +60,10 @@ for _, member in ipairs(redis.call('ZRANGE', wip_key, 0, -1)) do
         table.insert(wip, {owner, redis.call('EXISTS', prefix .. ':consumer:' .. owner)})
     end
 end
-local runs = {}
-for i = 4, #ARGV do
-    local base = prefix .. ':run:' .. ARGV[i] .. ':'
-    table.insert(runs, {
-        ARGV[i],
-        redis.call('HGET', base .. 'meta', 'items') or '',
-        redis.call('HGET', base .. 'meta', 'batch_size') or '',
-        redis.call('GET', base .. 'pushed') or '',
-        redis.call('GET', base .. 'done') or '',
-        redis.call('GET', base .. 'committed') or '0',
-        redis.call('GET', base .. 'dead_items') or '0',
-        redis.call('GET', base .. 'sum') or '0',
-        redis.call('HKEYS', base .. 'batches'),
-    })
-end
+""" + runs_lua(4, """
+        redis.call('HKEYS', base .. 'batches'),""") + r"""
 return {wip, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
-"""
+""")
 
 
 def take_rq_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str], *,
