@@ -45,7 +45,8 @@ class Heartbeat(threading.Thread):
         now, done = time.monotonic(), self.committed()
         then, before = self._last
         self._last = (now, done)
-        rate = (done - before) / (now - then) if now > then else 0.0
+        # Never negative: a count read from Redis drops when an old run leaves its window.
+        rate = max(0.0, (done - before) / (now - then)) if now > then else 0.0
         return json.dumps({**self.facts, "committed": done, "rate": round(rate, 1),
                            "at": time.time()})
 

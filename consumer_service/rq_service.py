@@ -23,6 +23,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import cast
+
+import redis
 
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.rq_reclaimer import RqReclaimer, consumer_of
@@ -34,6 +37,8 @@ from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer")
 
+# The heartbeat's committed count covers this many of the latest runs.
+RECENT_RUNS = 20
 # A worker that lived this long before dying resets the backoff of its slot.
 HEALTHY_AFTER_S = 30.0
 BACKOFF_CAP_S = 10.0
@@ -58,10 +63,11 @@ class RqConsumerService:
         url, timeout = settings.redis_url, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
+        beat_client = make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
+                                  name=f"{consumer_id}-hb")
         self.heartbeat = Heartbeat(
-            make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
-                        name=f"{consumer_id}-hb"),
-            self.keys, consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
+            beat_client, self.keys, consumer_id, ttl=settings.heartbeat_ttl,
+            threads=settings.threads, committed=lambda: self._committed(beat_client),
         )
         self.slots = [Slot(i) for i in range(settings.threads)]
         self._lock = threading.Lock()
@@ -71,6 +77,15 @@ class RqConsumerService:
             self.keys, self.scripts, consumer_id, settings.rq_queue,
             interval=settings.reclaim_interval, is_dead_here=self._is_dead_here,
         )
+
+    def _committed(self, client: redis.Redis) -> int:
+        """Items our workers committed, as the runs' per-consumer counts have them (the jobs run
+        in other processes), over the latest runs: for the heartbeat's committed and rate."""
+        run_ids = cast(list[bytes], client.zrevrange(self.keys.runs, 0, RECENT_RUNS - 1))
+        pipe = client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(self.keys.run(run_id.decode()).by_consumer, self.consumer_id)
+        return sum(int(n) for n in pipe.execute() if n is not None)
 
     def _is_dead_here(self, worker: str) -> bool | None:
         if consumer_of(worker) != self.consumer_id:

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import redis
 
-from exactsum.keys import Keys
+from exactsum.keys import Keys, RqKeys
 from exactsum.metrics import element_items
 from exactsum.runs import FINAL_STATES, RunPlan, audit
 
@@ -90,10 +90,13 @@ class Snapshot:
     consumers: list[ConsumerView]
     runs: list[RunView]
     recent_dead: list[dict[str, Any]] = field(default_factory=list)
+    # Jobs waiting on the RQ queue of each RQ-transport run shown (name -> jobs).
+    rq_queues: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "at": self.at, "prefix": self.prefix, "queue_depth": self.queue_depth,
+            "rq_queues": self.rq_queues,
             "inflight_batches": sum(c.inflight_batches for c in self.consumers),
             "inflight_items": sum(c.inflight_items for c in self.consumers),
             "reclaimed": self.reclaimed, "foreign_dead": self.foreign_dead,
@@ -132,12 +135,14 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
     seen = {c.decode(): int(score) for c, score in registered}
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
-        pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches"])
+        pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches", "rq_queue"])
     for consumer_id in seen:
         pipe.get(keys.heartbeat(consumer_id))
     found = pipe.execute()
     plans = {run_id: (int(m[0]), int(m[1]), int(m[2]))
-             for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True) if None not in m}
+             for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True)
+             if None not in m[:3]}
+    rq_queues = sorted({m[3].decode() for m in found[:len(run_ids)] if m[3] is not None})
     for consumer_id, info in zip(seen, found[len(run_ids):], strict=True):
         threads = int(json.loads(info).get("threads", 0)) if info is not None else 0
         lists += [keys.inflight(consumer_id, n) for n in range(threads)]
@@ -147,6 +152,8 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
 
     # Step 2: every moving figure at one instant.
     pipe = client.pipeline(transaction=True)
+    for name in rq_queues:
+        pipe.llen(RqKeys(name).queue)
     pipe.llen(keys.queue)
     pipe.get(keys.reclaimed)
     pipe.llen(keys.dead)
@@ -170,6 +177,7 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
         pipe.lrange(rk.dead, -RECENT_DEAD, -1)
     replies = iter(pipe.execute())
     at = time.time()
+    rq_depths = {name: _int(next(replies)) for name in rq_queues}
     depth, reclaimed, foreign = _int(next(replies)), _int(next(replies)), _int(next(replies))
     recent = [_dead_entry(raw, None) for raw in next(replies)]
 
@@ -216,4 +224,4 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
     recent.sort(key=lambda entry: float(entry.get("at") or 0), reverse=True)
     return Snapshot(at=at, prefix=keys.prefix, queue_depth=depth, reclaimed=reclaimed,
                     foreign_dead=foreign, consumers=list(consumers.values()), runs=run_views,
-                    recent_dead=recent[:10])
+                    recent_dead=recent[:10], rq_queues=rq_depths)

@@ -88,6 +88,9 @@ def render(snap: Snapshot) -> RenderableType:
         (_batches(snap.reclaimed), "bold"), " · dead letters of no run ",
         (f"{snap.foreign_dead:,}", "bold"),
     )
+    for name, jobs in snap.rq_queues.items():
+        head.append(f" · RQ queue {name} ")
+        head.append(f"{jobs:,} jobs", style="bold")
     runs = Table(title="runs", **TABLE)
     for name in ("run", "state", "progress", "committed", "dead", "sum", "expected sum",
                  "verdict"):

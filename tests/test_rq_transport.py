@@ -186,6 +186,33 @@ def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
 
 
 @pytest.mark.timeout(120)
+def test_status_shows_an_rq_run_its_rq_queue_and_what_each_rq_consumer_committed(
+    own_services: Services, rclient: redis.Redis
+) -> None:
+    producer = own_services.producer(*RQ, "--count", "3000", "--batch", "100")
+    wait_until(lambda: rclient.llen(RqKeys(QUEUE).queue) == 30, 30, "every job enqueued")
+
+    def status() -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-m", "observe.status", "--json"],
+                              capture_output=True, text=True, timeout=30,
+                              env=own_services.env(), check=True)
+        return cast(dict[str, Any], json.loads(done.stdout))
+
+    waiting = status()
+    assert waiting["rq_queues"] == {QUEUE: 30}, waiting
+    assert [run["transport"] for run in waiting["runs"]] == ["rq"]
+    _, consumer_id = _consumer(own_services, "--threads", "2")
+    assert_exact(finish(producer, timeout=100), 3000)
+
+    def counted() -> bool:
+        snap = status()
+        mine = [c for c in snap["consumers"] if c["consumer_id"] == consumer_id]
+        return bool(mine) and mine[0]["committed"] == 3000 and snap["rq_queues"] == {QUEUE: 0}
+
+    wait_until(counted, 20, "the consumer's heartbeat to count its jobs' items")
+
+
+@pytest.mark.timeout(120)
 def test_jobs_that_raise_are_retried_by_rq_until_they_count(
     own_services: Services, rclient: redis.Redis
 ) -> None:
