@@ -6,7 +6,7 @@ NOSCRIPT, which is what happens after a Redis restart flushed the script cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 
 import redis
@@ -35,18 +35,5 @@ class Scripts:
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
-        return cls(
-            push=client.register_script(_source("push")),
-            claim=client.register_script(_source("claim")),
-            commit=client.register_script(_source("commit")),
-            dead_letter=client.register_script(_source("dead_letter")),
-            dead_letter_foreign=client.register_script(_source("dead_letter_foreign")),
-            reclaim=client.register_script(_source("reclaim")),
-            retry=client.register_script(_source("retry")),
-            requeue_dead=client.register_script(_source("requeue_dead")),
-            drop_dead=client.register_script(_source("drop_dead")),
-            commit_job=client.register_script(_source("commit_job")),
-            dead_letter_job=client.register_script(_source("dead_letter_job")),
-            reclaim_job=client.register_script(_source("reclaim_job")),
-            rescue_job=client.register_script(_source("rescue_job")),
-        )
+        """Each field is registered from the ``.lua`` file of its name."""
+        return cls(**{f.name: client.register_script(_source(f.name)) for f in fields(cls)})
