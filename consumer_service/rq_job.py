@@ -25,7 +25,13 @@ import redis
 from rq import get_current_job
 
 from consumer_service.failures import FailureInjector
-from consumer_service.worker import simulate_work
+from consumer_service.worker import (
+    ALREADY_COUNTED,
+    COUNTED,
+    FENCED,
+    UNKNOWN_RUN,
+    simulate_work,
+)
 from exactsum.connection import make_client, retrying
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
@@ -34,8 +40,6 @@ from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.rq_job")
-
-COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
 
 
 class BatchFailed(Exception):

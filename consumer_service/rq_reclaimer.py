@@ -39,7 +39,7 @@ from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
-from exactsum.rqjobs import JobOptions, job_data
+from exactsum.rqjobs import JobOptions, enqueue_jobs
 from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
 from exactsum.scripts import Scripts
 
@@ -244,18 +244,14 @@ class RqReclaimer(threading.Thread):
         if not orphans:
             return 0
         tx = self.client.pipeline(transaction=True)
-        self.queue(options.queue).enqueue_many(
-            [job_data(self.keys.prefix, run_id, seq, _items(element), options)
-             for seq, element in orphans], pipeline=tx)
+        enqueue_jobs(Queue(options.queue, connection=self.client), tx, self.keys.prefix, run_id,
+                     ((seq, _items(element)) for seq, element in orphans), options)
         tx.execute()
         log.warning("run %s: %d unresolved batches had no RQ job any more (their records "
                     "expired or were deleted); enqueued anew: %s", run_id, len(orphans),
                     ", ".join(str(seq) for seq, _ in orphans[:10])
                     + (" ..." if len(orphans) > 10 else ""))
         return len(orphans)
-
-    def queue(self, name: str) -> Queue:
-        return Queue(name, connection=self.client)
 
     # -- jobs RQ failed by itself ----------------------------------------------------------
 

@@ -28,7 +28,7 @@ from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
-from exactsum.rqjobs import JobOptions, job_data
+from exactsum.rqjobs import JobOptions, enqueue_jobs
 from exactsum.runs import RunPlan, audit
 from exactsum.scripts import Scripts
 
@@ -156,8 +156,7 @@ def _requeue_rq(client: redis.Redis, keys: Keys, run_id: str, raw: bytes, elemen
                 tx.decrby(rk.dead_items, count)
                 tx.hdel(rk.attempts, str(seq))
                 tx.lrem(rk.dead, 1, entry)
-                queue.enqueue_many([job_data(keys.prefix, run_id, seq, count, options)],
-                                   pipeline=tx)
+                enqueue_jobs(queue, tx, keys.prefix, run_id, [(seq, count)], options)
                 tx.execute()
                 return 1
             except redis.WatchError:

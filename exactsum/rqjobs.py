@@ -13,9 +13,10 @@ given a new one by the consumers' reclaimer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.queue import EnqueueData
 
@@ -76,3 +77,11 @@ def job_data(prefix: str, run_id: str, seq: int, items: int, options: JobOptions
         failure_ttl=options.result_ttl_s,
         retry=Retry(max=options.retries) if options.retries else None,
     )
+
+
+def enqueue_jobs(queue: Queue, pipeline: Pipeline, prefix: str, run_id: str,
+                 batches: Iterable[tuple[int, int]], options: JobOptions) -> None:
+    """Add one job per ``(batch number, items)`` to ``pipeline``, a MULTI the caller executes
+    with its own writes (the producer's push, admin's requeue, the reclaimer's new jobs)."""
+    queue.enqueue_many([job_data(prefix, run_id, seq, items, options) for seq, items in batches],
+                       pipeline=pipeline)

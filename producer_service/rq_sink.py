@@ -18,7 +18,7 @@ import redis
 from rq import Queue
 
 from exactsum.keys import Keys, RqKeys
-from exactsum.rqjobs import JobOptions, job_data
+from exactsum.rqjobs import JobOptions, enqueue_jobs
 
 
 class RqSink:
@@ -53,11 +53,8 @@ class RqSink:
             tx = self.client.pipeline(transaction=True)
             for seq, _, element in new:
                 tx.hset(self.run_keys.batches, str(seq), element)
-            self.queue.enqueue_many(
-                [job_data(self.prefix, self.run_id, seq, count, self.options)
-                 for seq, count, _ in new],
-                pipeline=tx,
-            )
+            enqueue_jobs(self.queue, tx, self.prefix, self.run_id,
+                         ((seq, count) for seq, count, _ in new), self.options)
             for seq, _, _ in new:
                 tx.setbit(self.run_keys.pushed, seq, 1)
             tx.execute()
