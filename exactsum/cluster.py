@@ -1,0 +1,206 @@
+"""Redis Cluster: the client, the partitions of a run, and scripts acknowledged by replicas.
+
+A run on a cluster is split into partitions (``exactsum.keys.Keys.partition``), each a hash tag,
+so that every script touches the keys of one slot only; the partitions' tags are chosen so that
+they spread evenly over the primaries. A script is sent to the primary that owns its slot, and
+with ``--min-replicas N`` it is followed on the same connection by ``WAIT N timeout``: a write
+that fewer than N replicas acknowledged counts as not acknowledged, and the caller's
+:func:`exactsum.connection.retrying` sends it again (every script is safe to re-send).
+
+The cluster client fails fast like the single-Redis one (``Retry(..., 0)``): redirections
+(MOVED, ASK) are followed by redis-py, but connection errors, CLUSTERDOWN and TRYAGAIN come back
+to :func:`retrying`, which logs them, backs off and retries; redis-py refreshes its slot map on
+the next command after a connection error, and :class:`AckedScript` asks for a refresh itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from exactsum.connection import credentials_from_env
+
+log = logging.getLogger("exactsum.cluster")
+
+# Partitions per primary when the producer is not told how many: two, so that a consumer
+# thread usually finds one with work while another is being drained.
+PARTITIONS_PER_PRIMARY = 2
+
+
+class NotAcknowledged(redis.ConnectionError):
+    """Fewer replicas than ``--min-replicas`` confirmed a write in time: treat the write as not
+    done (it is a ConnectionError so that :func:`retrying` sends it again)."""
+
+
+class SlotMoved(redis.ConnectionError):
+    """The slot of a script's keys lives elsewhere now (MOVED/ASK after a failover or a
+    resharding, or the cluster is down for it); the slot map is being refreshed."""
+
+
+def make_cluster_client(url: str, *, socket_timeout: float,
+                        name: str | None = None) -> redis.Redis:
+    """A cluster client seeded from any node's URL, failing fast like ``make_client``.
+
+    It is typed as ``redis.Redis`` because the services call the same commands on both; the
+    cluster client routes each by its key.
+    """
+    client = RedisCluster.from_url(
+        url,
+        **credentials_from_env(),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        socket_keepalive=True,
+        retry=Retry(ExponentialWithJitterBackoff(), 0),
+        client_name=name,
+    )
+    return cast(redis.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def as_cluster(client: redis.Redis) -> RedisCluster:
+    if not isinstance(client, RedisCluster):
+        raise TypeError("a Redis Cluster client is needed here")
+    return client
+
+
+def primaries(client: redis.Redis) -> list[str]:
+    """Names (host:port) of the cluster's primaries, in the order of the slots they own."""
+    cluster = as_cluster(client)
+    slots = cluster.nodes_manager.slots_cache
+    seen: dict[str, int] = {}
+    for slot in sorted(slots):
+        owner = slots[slot][0].name
+        seen.setdefault(owner, slot)
+    return sorted(seen, key=seen.__getitem__)
+
+
+def slot_owner(client: redis.Redis, slot: int) -> str:
+    return str(as_cluster(client).nodes_manager.slots_cache[slot][0].name)
+
+
+def choose_tags(client: redis.Redis, count: int) -> list[str]:
+    """``count`` partition tags, partition ``i`` on primary ``i mod primaries`` today.
+
+    Tag ``i`` is ``"<i>-<k>"`` with the smallest ``k`` whose slot that primary owns, so the same
+    topology always gives the same tags (a second run reuses the first run's queues). After a
+    failover the replica that takes over owns the same slots, so the spread stays even; after a
+    resharding a run keeps its tags (they are in its meta) and may be spread less evenly.
+    """
+    owners = primaries(client)
+    tags = []
+    for index in range(count):
+        target = owners[index % len(owners)]
+        k = 0
+        while slot_owner(client, key_slot(f"{index}-{k}".encode())) != target:
+            k += 1
+        tags.append(f"{index}-{k}")
+    return tags
+
+
+def default_partitions(client: redis.Redis) -> int:
+    return PARTITIONS_PER_PRIMARY * len(primaries(client))
+
+
+class AckedScript(Script):
+    """A script sent to the primary of its slot, then ``WAIT``ed for on the same connection.
+
+    ``WAIT`` returns at once inside a script or MULTI, so it is sent after the script in one
+    non-transactional pipeline on that primary's connection. All the script's keys must map to
+    one slot: a script that would touch two slots is refused here, before Redis sees it.
+    """
+
+    def __init__(self, cluster: RedisCluster, source: str, *, min_replicas: int,
+                 replica_timeout: float) -> None:
+        super().__init__(cluster, source)
+        self.cluster = cluster
+        self.min_replicas = min_replicas
+        self.timeout_ms = max(1, int(replica_timeout * 1000))
+
+    def __call__(self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None,
+                 client: Any = None) -> Any:
+        keys = list(keys or [])
+        args = list(args or [])
+        slots = {self.cluster.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise ValueError(f"a script's keys must map to exactly one slot; got {keys!r}")
+        node = self.cluster.nodes_manager.get_node_from_slot(slots.pop())
+        conn = self.cluster.get_redis_connection(node)
+        try:
+            try:
+                return self._send(conn, keys, args)
+            except redis.exceptions.NoScriptError:
+                conn.script_load(self.script)
+                return self._send(conn, keys, args)
+        except (redis.exceptions.AskError, redis.exceptions.ClusterError) as exc:
+            self._refresh()
+            raise SlotMoved(f"{type(exc).__name__}: {exc}") from exc
+        except NotAcknowledged:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError):
+            self._refresh()
+            raise
+
+    def _send(self, conn: redis.Redis, keys: list[Any], args: list[Any]) -> Any:
+        if not self.min_replicas:
+            return conn.evalsha(self.sha, len(keys), *keys, *args)
+        pipe = conn.pipeline(transaction=False)
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self.min_replicas, self.timeout_ms)
+        reply, acked = pipe.execute()
+        if int(acked) < self.min_replicas:
+            raise NotAcknowledged(f"{acked} of {self.min_replicas} replicas acknowledged the "
+                                  f"write within {self.timeout_ms} ms")
+        return reply
+
+    def _refresh(self) -> None:
+        """Re-read the slot map, so that the retry goes to whoever owns the slot now."""
+        try:
+            self.cluster.nodes_manager.initialize()
+        except Exception as exc:  # noqa: BLE001 - the retry will find out again; say why
+            log.warning("redis cluster: could not refresh the slot map yet (%s: %s)",
+                        type(exc).__name__, exc)
+
+
+class PartitionDirectory:
+    """The partitions a consumer claims from, shared by its threads.
+
+    Without Cluster it is the one untagged layout, for ever. On a cluster it is the set of tags
+    that producers registered (``Keys.partitions``), re-read by :meth:`refresh` (the reclaimer
+    calls it on each sweep); it only grows, so a thread never loses a partition it holds claims
+    in.
+    """
+
+    def __init__(self, keys: Any, cluster: bool) -> None:
+        self.keys = keys
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._tags: tuple[str | None, ...] = () if cluster else (None,)
+
+    @property
+    def tags(self) -> tuple[str | None, ...]:
+        return self._tags
+
+    def refresh(self, client: redis.Redis) -> tuple[str | None, ...]:
+        if not self.cluster:
+            return self._tags
+        found = sorted(t.decode() for t in cast(set[bytes], client.smembers(self.keys.partitions)))
+        with self._lock:
+            known = set(self._tags)
+            added = [tag for tag in found if tag not in known]
+            if added:
+                self._tags = self._tags + tuple(added)
+                log.info("claiming from %d partitions (new: %s)", len(self._tags),
+                         ", ".join(added))
+        return self._tags
