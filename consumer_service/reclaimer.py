@@ -4,7 +4,8 @@ It finds in-flight lists by scanning for them rather than from a registry: a con
 paused while its blocking claim was waiting still receives the element into its list after it
 stopped answering, so only the lists themselves tell where elements are. A list whose owner has
 no heartbeat is moved back whole by ``reclaim.lua``, which checks the heartbeat again inside the
-same atomic step.
+same atomic step. On a Redis Cluster the lists of every partition are found by one SCAN of
+each primary, and each is judged by its owner's heartbeat copy in the list's own partition.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ log = logging.getLogger("consumer.reclaimer")
 class Reclaimer(threading.Thread):
     def __init__(
         self, client: redis.Redis, keys: Keys, scripts: Scripts, consumer_id: str,
-        *, interval: float, events: ConsumerEvents = NO_CONSUMER_EVENTS,
+        *, interval: float, events: ConsumerEvents = NO_CONSUMER_EVENTS, cluster: bool = False,
     ) -> None:
         super().__init__(name="reclaimer", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
         self.consumer_id = consumer_id
         self.interval = interval
+        self.pattern = keys.partitioned_inflight_pattern if cluster else keys.inflight_pattern
         self.events = events
         self.stopping = threading.Event()
         self._next_retention = 0.0
@@ -48,24 +50,29 @@ class Reclaimer(threading.Thread):
         """One pass over every in-flight list; returns the elements moved back."""
         lists = [
             key.decode()
-            for key in self.client.scan_iter(match=self.keys.inflight_pattern, count=1000,
-                                             _type="list")
+            for key in self.client.scan_iter(match=self.pattern, count=1000, _type="list")
         ]
-        owners = sorted({self.keys.inflight_owner(key) for key in lists} - {self.consumer_id})
-        if not owners:
+        # (partition, owner) of each list, our own left out.
+        holders: dict[str, tuple[Keys, str]] = {}
+        for key in lists:
+            part = self.keys.partition_of_key(key)
+            owner = part.inflight_owner(key)
+            if owner != self.consumer_id:
+                holders[key] = (part, owner)
+        if not holders:
             self._forget_departed()
             return 0
+        beats = sorted({part.heartbeat(owner) for part, owner in holders.values()})
         pipe = self.client.pipeline(transaction=False)
-        for owner in owners:
-            pipe.exists(self.keys.heartbeat(owner))
-        dead = {owner for owner, alive in zip(owners, pipe.execute(), strict=True) if not alive}
+        for beat in beats:
+            pipe.exists(beat)
+        gone = {beat for beat, alive in zip(beats, pipe.execute(), strict=True) if not alive}
         moved_total = 0
-        for key in lists:
-            owner = self.keys.inflight_owner(key)
-            if owner not in dead:
+        for key, (part, owner) in holders.items():
+            if part.heartbeat(owner) not in gone:
                 continue
             moved = int(self.scripts.reclaim(
-                keys=[self.keys.heartbeat(owner), key, self.keys.queue, self.keys.reclaimed],
+                keys=[part.heartbeat(owner), key, part.queue, part.reclaimed],
                 args=["1"],
             ))
             if moved > 0:

@@ -23,11 +23,11 @@ from consumer_service.latency import LatencyHistogram, write_stats
 from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
 from consumer_service.worker import Worker
-from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
+from exactsum.cluster import PartitionDirectory, connect, register_scripts
+from exactsum.connection import FATAL_ERRORS, RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.metrics import ConsumerMetrics
-from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer")
 
@@ -47,8 +47,12 @@ class ConsumerService:
         self.halt = threading.Event()
         self.wake = threading.Event()  # a signal or a worker's fatal error
         url, timeout = settings.redis_url, settings.socket_timeout
+        cluster = settings.redis_cluster
+        make_client = partial(connect, redis_cluster=cluster)
+        self.directory = PartitionDirectory(self.keys, cluster=bool(cluster))
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
-        self.scripts = Scripts.register(self.control)
+        self.scripts = register_scripts(self.control, min_replicas=settings.min_replicas,
+                                        replica_timeout=settings.replica_timeout)
         self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
                         if settings.metrics_port else None)
         events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
@@ -57,11 +61,12 @@ class ConsumerService:
                         name=f"{self.consumer_id}-hb"),
             self.keys, self.consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
             committed=lambda: sum(w.committed_items for w in self.workers),
+            directory=self.directory,
         )
         self.reclaimer = Reclaimer(
             make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
             self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
-            events=events,
+            events=events, cluster=bool(cluster),
         )
         self.workers = [
             Worker(
@@ -72,6 +77,7 @@ class ConsumerService:
                 work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
                 failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
                 max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
+                directory=self.directory,
             )
             for i in range(settings.threads)
         ]
@@ -145,12 +151,12 @@ class ConsumerService:
         """Put every element still in our in-flight lists back on the queue."""
         moved = 0
         for worker in self.workers:
-            keys = [self.keys.heartbeat(self.consumer_id), worker.inflight, self.keys.queue,
-                    self.keys.reclaimed]
-            try:
-                moved += int(retrying(partial(self.scripts.reclaim, keys=keys, args=["0"]),
-                                      "give back", log, deadline=deadline))
-            except RetryAborted:
-                log.error("consumer %s: could not give back %s; other consumers reclaim it "
-                          "once the heartbeat lapses", self.consumer_id, worker.inflight)
+            for part, inflight in worker.inflight_lists():
+                keys = [part.heartbeat(self.consumer_id), inflight, part.queue, part.reclaimed]
+                try:
+                    moved += int(retrying(partial(self.scripts.reclaim, keys=keys, args=["0"]),
+                                          "give back", log, deadline=deadline))
+                except RetryAborted:
+                    log.error("consumer %s: could not give back %s; other consumers reclaim it "
+                              "once the heartbeat lapses", self.consumer_id, inflight)
         return moved

@@ -17,6 +17,9 @@ from exactsum.options import (
 @dataclass(frozen=True)
 class ConsumerSettings:
     redis_url: str
+    redis_cluster: str
+    min_replicas: int
+    replica_timeout: float
     key_prefix: str
     log_level: str
     log_format: str
@@ -103,6 +106,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
+    parser.check_cluster(args.redis_cluster, args.transport)
     settings = ConsumerSettings(**vars(args))
     if settings.block_timeout + settings.heartbeat_interval >= settings.heartbeat_ttl:
         parser.error(

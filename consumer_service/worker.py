@@ -11,6 +11,12 @@ at most ``max_claim`` elements) and the batches of one run among them are commit
 of ``commit.lua``, which judges each batch on its own: a round trip, and an fsync of the AOF, is
 then shared by many small batches instead of paid for each. With large batches, or when the
 queue is empty, a thread claims one element at a time with the blocking BLMOVE.
+
+On a Redis Cluster a run is split into partitions, each in its own hash slot with its own queue,
+and a thread has an in-flight list in each. A thread cannot block on several slots at once, so
+it takes turns: a non-blocking claim from each partition in rotation, and only when all are
+empty a short blocking claim on the next one. Everything a thread holds at a time comes from
+one partition (``self.part``), whose keys its scripts then use.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import redis
 
 from consumer_service.failures import FailureInjector
 from consumer_service.latency import LatencyHistogram
+from exactsum.cluster import PartitionDirectory
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
@@ -39,6 +46,9 @@ log = logging.getLogger("consumer.worker")
 COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
 # A claim of several elements aims at about this many items.
 CLAIM_ITEMS = 1024
+# With several partitions, the longest a thread blocks on one of them while all are empty: work
+# arriving in another waits at most this long for this thread.
+PARTITION_WAIT = 0.2
 
 
 def simulate_work(items: int, cpu_us: float, io_ms: float) -> None:
@@ -70,11 +80,16 @@ class Worker(threading.Thread):
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
         events: ConsumerEvents = NO_CONSUMER_EVENTS,
+        directory: PartitionDirectory | None = None,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
-        self.client, self.keys, self.scripts = client, keys, scripts
+        self.client, self.scripts = client, scripts
         self.consumer_id = consumer_id
-        self.inflight = keys.inflight(consumer_id, index)
+        self.index = index
+        self.directory = directory or PartitionDirectory(keys, cluster=False)
+        # The partition whose claims ``pending`` holds (the untagged layout without Cluster).
+        self.part = keys.partition(self.directory.tags[0]) if self.directory.tags else keys
+        self._turn = index  # threads start their rotation over the partitions at different ones
         self.block_timeout = block_timeout
         self.stop_claiming = stop_claiming
         self.halt = halt
@@ -95,6 +110,20 @@ class Worker(threading.Thread):
 
     # -- claiming --------------------------------------------------------------------------
 
+    @property
+    def keys(self) -> Keys:
+        """The keys of the partition this thread holds claims in now."""
+        return self.part
+
+    @property
+    def inflight(self) -> str:
+        return self.part.inflight(self.consumer_id, self.index)
+
+    def inflight_lists(self) -> list[tuple[Keys, str]]:
+        """This thread's in-flight list in each partition, with that partition's keys."""
+        parts = [self.part.partition(tag) for tag in self.directory.tags]
+        return [(part, part.inflight(self.consumer_id, self.index)) for part in parts]
+
     def _mark_resync(self) -> None:
         self.resync = True
 
@@ -102,15 +131,27 @@ class Worker(threading.Thread):
         """Make sure ``pending`` holds something; False when the queue stayed empty."""
         if self.pending:
             return True
+        tags = self.directory.tags
+        if not tags:
+            # A cluster where no producer registered a partition yet.
+            self.stop_claiming.wait(self.block_timeout)
+            return False
         if self.resync:
-            held = cast(list[bytes], self.client.lrange(self.inflight, 0, -1))
             self.resync = False
-            if held:
-                # The list is pushed on the left, so its oldest element is on the right.
-                self.pending.extend(reversed(held))
-                log.info("%s: finishing %d elements already in %s", self.name, len(held),
-                         self.inflight)
-                return True
+            for part, inflight in self.inflight_lists():
+                held = cast(list[bytes], self.client.lrange(inflight, 0, -1))
+                if held:
+                    self.part = part
+                    # The list is pushed on the left, so its oldest element is on the right.
+                    self.pending.extend(reversed(held))
+                    log.info("%s: finishing %d elements already in %s", self.name, len(held),
+                             inflight)
+                    # Other partitions' lists may hold some too: look again next time.
+                    self.resync = len(tags) > 1
+                    return True
+        if len(tags) > 1:
+            return self._claim_rotating(tags)
+        self.part = self.part.partition(tags[0])
         if self.claim_size > 1:
             claimed = cast(list[bytes], self.scripts.claim(
                 keys=[self.keys.queue, self.inflight], args=[self.claim_size]))
@@ -125,6 +166,31 @@ class Worker(threading.Thread):
             # Idle: a good moment to make sure nothing arrived in the list unseen.
             self.resync = True
             return False
+        self.pending.append(element)
+        return True
+
+    def _claim_rotating(self, tags: tuple[str | None, ...]) -> bool:
+        """Claim from the partitions in turn; block briefly on one only when all are empty."""
+        for _ in range(len(tags)):
+            part = self.part.partition(tags[self._turn % len(tags)])
+            self._turn += 1
+            inflight = part.inflight(self.consumer_id, self.index)
+            claimed = cast(list[bytes], self.scripts.claim(keys=[part.queue, inflight],
+                                                           args=[self.claim_size]))
+            if claimed:
+                self.part = part
+                self.pending.extend(claimed)
+                return True
+        part = self.part.partition(tags[self._turn % len(tags)])
+        self._turn += 1
+        element = cast(bytes | None, self.client.blmove(
+            part.queue, part.inflight(self.consumer_id, self.index),
+            min(self.block_timeout, PARTITION_WAIT), "RIGHT", "LEFT"  # type: ignore[arg-type]
+        ))
+        if element is None:
+            self.resync = True
+            return False
+        self.part = part
         self.pending.append(element)
         return True
 

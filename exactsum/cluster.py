@@ -27,7 +27,9 @@ from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from exactsum.connection import credentials_from_env
+from exactsum.connection import credentials_from_env, make_client
+from exactsum.keys import Keys
+from exactsum.scripts import Scripts
 
 log = logging.getLogger("exactsum.cluster")
 
@@ -63,6 +65,27 @@ def make_cluster_client(url: str, *, socket_timeout: float,
         client_name=name,
     )
     return cast(redis.Redis, client)
+
+
+def connect(url: str, redis_cluster: str, *, socket_timeout: float,
+            name: str | None = None) -> redis.Redis:
+    """The client the options ask for: ``redis_cluster`` is "" (one Redis at ``url``), "1" (a
+    cluster that ``url`` is a node of) or a node's URL (see ``--redis-cluster``)."""
+    if redis_cluster:
+        seed = url if redis_cluster == "1" else redis_cluster
+        return make_cluster_client(seed, socket_timeout=socket_timeout, name=name)
+    return make_client(url, socket_timeout=socket_timeout, name=name)
+
+
+def register_scripts(client: redis.Redis, *, min_replicas: int = 0,
+                     replica_timeout: float = 1.0) -> Scripts:
+    """The scripts for ``client``: on a cluster each is sent to its slot's primary and, with
+    ``min_replicas``, acknowledged by that many replicas."""
+    if not isinstance(client, RedisCluster):
+        return Scripts.register(client)
+    cluster = client
+    return Scripts.register(client, lambda source: AckedScript(
+        cluster, source, min_replicas=min_replicas, replica_timeout=replica_timeout))
 
 
 def is_cluster(client: object) -> bool:
@@ -132,7 +155,7 @@ class AckedScript(Script):
                  client: Any = None) -> Any:
         keys = list(keys or [])
         args = list(args or [])
-        slots = {self.cluster.keyslot(key) for key in keys}
+        slots = {key_slot(key.encode() if isinstance(key, str) else key) for key in keys}
         if len(slots) != 1:
             raise ValueError(f"a script's keys must map to exactly one slot; got {keys!r}")
         node = self.cluster.nodes_manager.get_node_from_slot(slots.pop())
@@ -157,7 +180,7 @@ class AckedScript(Script):
             return conn.evalsha(self.sha, len(keys), *keys, *args)
         pipe = conn.pipeline(transaction=False)
         pipe.evalsha(self.sha, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", self.min_replicas, self.timeout_ms)
+        pipe.wait(self.min_replicas, self.timeout_ms)
         reply, acked = pipe.execute()
         if int(acked) < self.min_replicas:
             raise NotAcknowledged(f"{acked} of {self.min_replicas} replicas acknowledged the "
@@ -168,7 +191,7 @@ class AckedScript(Script):
         """Re-read the slot map, so that the retry goes to whoever owns the slot now."""
         try:
             self.cluster.nodes_manager.initialize()
-        except Exception as exc:  # noqa: BLE001 - the retry will find out again; say why
+        except Exception as exc:  # the retry finds out again; say why here
             log.warning("redis cluster: could not refresh the slot map yet (%s: %s)",
                         type(exc).__name__, exc)
 
@@ -177,13 +200,14 @@ class PartitionDirectory:
     """The partitions a consumer claims from, shared by its threads.
 
     Without Cluster it is the one untagged layout, for ever. On a cluster it is the set of tags
-    that producers registered (``Keys.partitions``), re-read by :meth:`refresh` (the reclaimer
-    calls it on each sweep); it only grows, so a thread never loses a partition it holds claims
-    in.
+    that producers registered (``Keys.partitions``): the heartbeat thread reads it
+    (:meth:`lookup`), writes its copy of the heartbeat in each partition, and only then shows
+    the tags to the workers (:meth:`publish`). It only grows, so a thread never loses sight of
+    a partition it holds claims in.
     """
 
-    def __init__(self, keys: Any, cluster: bool) -> None:
-        self.keys = keys
+    def __init__(self, keys: Keys, cluster: bool) -> None:
+        self.keys = keys.home
         self.cluster = cluster
         self._lock = threading.Lock()
         self._tags: tuple[str | None, ...] = () if cluster else (None,)
@@ -192,15 +216,17 @@ class PartitionDirectory:
     def tags(self) -> tuple[str | None, ...]:
         return self._tags
 
-    def refresh(self, client: redis.Redis) -> tuple[str | None, ...]:
+    def lookup(self, client: redis.Redis) -> tuple[str | None, ...]:
+        """The tags known so far and any newly registered, in a stable order."""
         if not self.cluster:
             return self._tags
         found = sorted(t.decode() for t in cast(set[bytes], client.smembers(self.keys.partitions)))
+        known = set(self._tags)
+        return self._tags + tuple(tag for tag in found if tag not in known)
+
+    def publish(self, tags: tuple[str | None, ...]) -> None:
         with self._lock:
-            known = set(self._tags)
-            added = [tag for tag in found if tag not in known]
-            if added:
-                self._tags = self._tags + tuple(added)
-                log.info("claiming from %d partitions (new: %s)", len(self._tags),
-                         ", ".join(added))
-        return self._tags
+            if len(tags) > len(self._tags):
+                log.info("claiming from %d partitions (new: %s)", len(tags),
+                         ", ".join(str(t) for t in tags[len(self._tags):]))
+                self._tags = tags

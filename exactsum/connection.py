@@ -28,6 +28,11 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.TimeoutError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ReadOnlyError,
+    # Redis Cluster: the cluster is down for a slot, or no node is reachable yet (a failover
+    # under way); the slot map is refreshed on the next command.
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
 )
 
 

@@ -161,6 +161,17 @@ class Keys:
         """SCAN pattern that finds every in-flight list, whoever owns it."""
         return f"{self.base}:inflight:*"
 
+    @property
+    def partitioned_inflight_pattern(self) -> str:
+        """SCAN pattern that finds every in-flight list of every partition of a cluster."""
+        return f"{self.prefix}:{{*}}:inflight:*"
+
+    def partition_of_key(self, key: str) -> Keys:
+        """The keys of the partition that ``key`` (one of ours) belongs to."""
+        if key.startswith(f"{self.prefix}:{{"):
+            return self.partition(key[len(self.prefix) + 2 : key.index("}")])
+        return self.home
+
     def inflight_owner(self, inflight_key: str) -> str:
         """The consumer id inside an in-flight list's name."""
         rest = inflight_key[len(self.base) + len(":inflight:") :]

@@ -56,9 +56,9 @@ class LocalCluster:
         for index in range(self.primaries_n):
             low = index * SLOTS // self.primaries_n
             high = (index + 1) * SLOTS // self.primaries_n - 1
-            self.nodes[index].client().execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            self.nodes[index].client().execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
         for node in self.nodes[1:]:
-            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + timeout
         self._wait(lambda: all(self._info(n)["cluster_known_nodes"] == str(len(self.nodes))
                                for n in self.nodes), deadline, "every node to know the others")
@@ -66,7 +66,7 @@ class LocalCluster:
             primary_id = self.node_id(self.nodes[index])
             for r in range(self.replicas_n):
                 replica = self.nodes[self.primaries_n + index * self.replicas_n + r]
-                replica.client().execute_command("CLUSTER", "REPLICATE", primary_id)
+                replica.client().execute_command("CLUSTER", "REPLICATE", primary_id)  # type: ignore[no-untyped-call]
         self.wait_healthy(deadline - time.monotonic())
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
@@ -93,7 +93,7 @@ class LocalCluster:
 
     @staticmethod
     def node_id(node: LocalRedis) -> str:
-        return str(node.client().execute_command("CLUSTER", "MYID").decode())
+        return str(node.client().execute_command("CLUSTER", "MYID").decode())  # type: ignore[no-untyped-call]
 
     @staticmethod
     def _role(node: LocalRedis) -> str:
@@ -101,7 +101,7 @@ class LocalCluster:
 
     @staticmethod
     def _info(node: LocalRedis) -> dict[str, str]:
-        raw = node.client().execute_command("CLUSTER", "INFO")
+        raw = node.client().execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
 

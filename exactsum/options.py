@@ -71,6 +71,14 @@ def flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
 
 
+def cluster_value(text: str) -> str:
+    """``REDIS_CLUSTER``: a boolean, or the URL of any node of the cluster (which then replaces
+    ``REDIS_URL``). Returns "" (no cluster), "1", or the URL."""
+    if text.startswith(("redis://", "rediss://")):
+        return text
+    return "1" if flag(text) else ""
+
+
 def key_prefix(text: str) -> str:
     if not text or ":" in text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(
@@ -137,6 +145,7 @@ class EnvParser(argparse.ArgumentParser):
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
             help="prefix of every Redis key",
         )
+        self.add_cluster_options()
         self.add_env_option(
             "--log-level", env="LOG_LEVEL", default="INFO",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level",
@@ -145,6 +154,30 @@ class EnvParser(argparse.ArgumentParser):
             "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
             help="log line format",
         )
+
+    def add_cluster_options(self) -> None:
+        """Redis Cluster, and how many replicas must acknowledge a write (docs/cluster.md)."""
+        self.add_env_option(
+            "--redis-cluster", env="REDIS_CLUSTER", default="", type=cluster_value,
+            help="1: --redis-url is a node of a Redis Cluster and runs are sharded over its "
+            "primaries (native transport only); a redis:// URL: the same, seeded from that node",
+        )
+        self.add_env_option(
+            "--min-replicas", env="MIN_REPLICAS", default=0, type=non_negative_int,
+            help="a write counts only once this many replicas acknowledged it (WAIT after each "
+            "script); otherwise it is sent again",
+        )
+        self.add_env_option(
+            "--replica-timeout", env="REPLICA_TIMEOUT", default=1.0, type=positive_float,
+            help="seconds to wait for --min-replicas replicas before sending the write again",
+        )
+
+    def check_cluster(self, redis_cluster: str, transport: str) -> None:
+        """RQ's own keys cannot carry our hash tags, so RQ cannot run on a cluster."""
+        if redis_cluster and transport == "rq":
+            self.error("--redis-cluster works with --transport native only: RQ's keys cannot "
+                       "be put in one hash slot per job (CROSSSLOT), so RQ cannot run on Redis "
+                       "Cluster")
 
     def add_transport_options(self) -> None:
         """Which queue carries the batches; the producer and its consumers must agree."""

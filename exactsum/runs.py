@@ -16,7 +16,7 @@ from typing import cast
 
 import redis
 
-from exactsum.keys import RUN_KEY_SUFFIXES, Keys, RunKeys
+from exactsum.keys import RUN_KEY_SUFFIXES, Keys, RunKeys, partition_of
 from exactsum.protocol import ForeignElement, decode
 
 
@@ -46,7 +46,8 @@ class RunPlan:
 
 
 def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
-               transport: str = "native", **transport_facts: str | int) -> None:
+               transport: str = "native", tags: list[str] | None = None,
+               **transport_facts: str | int) -> None:
     """Record the plan. Refuses a run id that already exists, so two runs never share a sum.
 
     ``producer`` must be unique to this producer process: a call re-sent after a lost reply
@@ -55,6 +56,9 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
     job options: :meth:`exactsum.rqjobs.JobOptions.as_meta`).
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state`.
+    ``tags`` are the run's partitions on a Redis Cluster (batch ``n`` goes to partition
+    ``n mod len(tags)``): each gets its copy of the meta, which its scripts check, before the
+    first push, and the tags are registered for the consumers.
     """
     rk = keys.run(plan.run_id)
     now_ms = int(time.time() * 1000)
@@ -71,8 +75,28 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
         "transport": transport,
         **transport_facts,
     }
+    if tags:
+        mapping["partitions"] = ",".join(tags)
+        for tag in tags:
+            client.hset(keys.partition(tag).run(plan.run_id).meta,
+                        mapping={"run": plan.run_id, "partitions": len(tags)})
+        client.sadd(keys.partitions, *tags)
     client.hset(rk.meta, mapping=mapping)  # type: ignore[arg-type]
     client.zadd(keys.runs, {plan.run_id: now_ms})
+
+
+def partitions_of(keys: Keys, partitions_field: bytes | str | None) -> list[Keys]:
+    """The keys of each partition of a run, from its meta's ``partitions`` field: the tags on a
+    Redis Cluster, absent on a single Redis (one partition, the untagged layout)."""
+    if not partitions_field:
+        return [keys.home]
+    text = partitions_field.decode() if isinstance(partitions_field, bytes) else partitions_field
+    return [keys.partition(tag) for tag in text.split(",")]
+
+
+def run_partitions(client: redis.Redis, keys: Keys, run_id: str) -> list[Keys]:
+    return partitions_of(keys, cast(bytes | None,
+                                    client.hget(keys.home.run(run_id).meta, "partitions")))
 
 
 def set_state(
@@ -91,10 +115,12 @@ PRODUCER_WRITES = ("meta", "pushed", "batches")
 def expire_run(client: redis.Redis, keys: Keys, run_id: str, retention_s: int) -> None:
     """The producer's part of retention: its own keys go after ``retention_s`` seconds. The
     consumers expire the rest when they see the run finished (:func:`expire_finished_runs`)."""
-    rk = keys.run(run_id)
+    parts = run_partitions(client, keys, run_id)
     pipe = client.pipeline(transaction=False)
-    for name in PRODUCER_WRITES:
-        pipe.expire(getattr(rk, name), retention_s)
+    for part in {keys.home, *parts}:
+        rk = part.run(run_id)
+        for name in PRODUCER_WRITES:
+            pipe.expire(getattr(rk, name), retention_s)
     pipe.execute()
 
 
@@ -113,18 +139,23 @@ def expire_finished_runs(client: redis.Redis, keys: Keys) -> int:
         return 0
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
-        pipe.hmget(keys.run(run_id).meta, ["state", "retention_s"])
+        pipe.hmget(keys.home.run(run_id).meta, ["state", "retention_s", "partitions"])
     metas = pipe.execute()
-    gone = [run_id for run_id, (state, _) in zip(run_ids, metas, strict=True) if state is None]
-    for run_id, (state, retention) in zip(run_ids, metas, strict=True):
+    gone = [run_id for run_id, (state, _, _) in zip(run_ids, metas, strict=True)
+            if state is None]
+    for run_id, (state, retention, parts) in zip(run_ids, metas, strict=True):
         if state is None or state.decode() not in FINAL_STATES or retention is None:
             continue
-        rk = keys.run(run_id)
-        for name in RUN_KEY_SUFFIXES:
-            if name not in PRODUCER_WRITES:
-                pipe.expire(getattr(rk, name), int(retention), nx=True)
+        for part in partitions_of(keys, parts):
+            rk = part.run(run_id)
+            for name in RUN_KEY_SUFFIXES:
+                if name not in PRODUCER_WRITES:
+                    pipe.expire(getattr(rk, name), int(retention), nx=True)
     for run_id in gone:
-        rk = keys.run(run_id)
+        # The meta, and with it the list of partitions, is gone: the untagged keys are all
+        # that can be found here (on a cluster the partitions' keys were given their expiry
+        # when the run finished).
+        rk = keys.home.run(run_id)
         for name in RUN_KEY_SUFFIXES:
             if name not in PRODUCER_WRITES:
                 pipe.expire(getattr(rk, name), 1)
@@ -147,14 +178,25 @@ class Progress:
 
 def read_progress(client: redis.Redis, keys: Keys, run_id: str,
                   queue_key: str | None = None) -> Progress:
-    """Where a run stands; ``queue_key`` is the queue it travels by (default: the native one)."""
-    rk = keys.run(run_id)
+    """Where a run stands; ``queue_key`` is the queue it travels by (default: the native one,
+    summed over the run's partitions on a Redis Cluster)."""
+    parts = run_partitions(client, keys, run_id)
     pipe = client.pipeline(transaction=False)
-    pipe.get(rk.committed)
-    pipe.get(rk.dead_items)
-    pipe.llen(queue_key or keys.queue)
-    committed, dead, depth = pipe.execute()
-    return Progress(int(committed or 0), int(dead or 0), int(depth))
+    for part in parts:
+        rk = part.run(run_id)
+        pipe.get(rk.committed)
+        pipe.get(rk.dead_items)
+        if queue_key is None:
+            pipe.llen(part.queue)
+    if queue_key is not None:
+        pipe.llen(queue_key)
+    replies = pipe.execute()
+    step = 2 if queue_key is not None else 3
+    committed = sum(int(r or 0) for r in replies[0:len(parts) * step:step])
+    dead = sum(int(r or 0) for r in replies[1:len(parts) * step:step])
+    depth = int(replies[-1]) if queue_key is not None else sum(
+        int(r) for r in replies[2::3])
+    return Progress(committed, dead, depth)
 
 
 @dataclass
@@ -232,40 +274,64 @@ def audit(client: redis.Redis, keys: Keys, plan: RunPlan, expected_sum: int) -> 
     bits stand for are the items resolved at least once. The counters are added to only by the
     same scripts. So ``committed + dead_lettered - resolved`` is what was counted more than once,
     and ``produced - resolved`` is what nobody resolved.
+    On a Redis Cluster each partition has its own counters and bitmaps (a batch's bit is set
+    only in the partition it belongs to), and they are added up here.
     """
-    rk: RunKeys = keys.run(plan.run_id)
+    parts = run_partitions(client, keys, plan.run_id)
     pipe = client.pipeline(transaction=False)
-    pipe.get(rk.committed)
-    pipe.get(rk.sum)
-    pipe.get(rk.dead_items)
-    pipe.bitcount(rk.done)
-    pipe.getbit(rk.done, max(plan.batches - 1, 0))
-    pipe.bitcount(rk.pushed)
-    pipe.get(rk.stale)
-    pipe.hgetall(rk.by_consumer)
-    pipe.lrange(rk.dead, 0, -1)
-    pipe.lrange(rk.dropped, 0, -1)
-    (committed, total, dead, done_bits, last_bit, pushed_bits, stale, by_consumer, dead_entries,
-     dropped_entries) = pipe.execute()
+    last = max(plan.batches - 1, 0)
+    for index, part in enumerate(parts):
+        rk: RunKeys = part.run(plan.run_id)
+        pipe.get(rk.committed)
+        pipe.get(rk.sum)
+        pipe.get(rk.dead_items)
+        pipe.bitcount(rk.done)
+        # Only the last batch's own partition can have its bit.
+        pipe.getbit(rk.done, last if partition_of(last, len(parts)) == index else 0)
+        pipe.bitcount(rk.pushed)
+        pipe.get(rk.stale)
+        pipe.hgetall(rk.by_consumer)
+        pipe.lrange(rk.dead, 0, -1)
+        pipe.lrange(rk.dropped, 0, -1)
+    replies = pipe.execute()
+    committed_n = total = dead_n = done_bits = pushed_bits = stale_n = 0
+    last_bit = False
+    by_consumer: dict[str, int] = {}
+    dead_entries: list[bytes] = []
+    dropped_entries: list[bytes] = []
+    for index in range(len(parts)):
+        (committed, part_sum, dead, done, last_seen, pushed, stale, consumers, dead_list,
+         dropped_list) = replies[index * 10:(index + 1) * 10]
+        committed_n += int(committed or 0)
+        total += int(part_sum or 0)
+        dead_n += int(dead or 0)
+        done_bits += int(done)
+        if partition_of(last, len(parts)) == index:
+            last_bit = bool(last_seen)
+        pushed_bits += int(pushed)
+        stale_n += int(stale or 0)
+        for consumer, items in consumers.items():
+            by_consumer[consumer.decode()] = by_consumer.get(consumer.decode(), 0) + int(items)
+        dead_entries += dead_list
+        dropped_entries += dropped_list
     problems: list[str] = []
     if pushed_bits != plan.batches:
         problems.append(f"{pushed_bits} batches marked pushed, {plan.batches} planned")
-    resolved = plan.items_in(int(done_bits), bool(last_bit) and plan.batches > 0)
-    committed_n, dead_n = int(committed or 0), int(dead or 0)
+    resolved = plan.items_in(done_bits, last_bit and plan.batches > 0)
     _, dead_sum, dead_problems = _dead_totals(dead_entries + dropped_entries)
     dropped_items, _, _ = _dead_totals(dropped_entries)
     return Audit(
         run_id=plan.run_id,
         produced=plan.items,
         committed=committed_n,
-        sum=int(total or 0),
+        sum=total,
         expected_sum=expected_sum,
         lost=plan.items - resolved,
         duplicated=committed_n + dead_n - resolved,
         dead_lettered=dead_n,
         dead_sum=dead_sum,
         dropped=dropped_items,
-        stale_commits=int(stale or 0),
-        by_consumer={k.decode(): int(v) for k, v in by_consumer.items()},
+        stale_commits=stale_n,
+        by_consumer=by_consumer,
         problems=problems + dead_problems,
     )

@@ -6,6 +6,7 @@ NOSCRIPT, which is what happens after a Redis restart flushed the script cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib import resources
 
@@ -34,6 +35,9 @@ class Scripts:
     rescue_job: Script
 
     @classmethod
-    def register(cls, client: redis.Redis) -> Scripts:
-        """Each field is registered from the ``.lua`` file of its name."""
-        return cls(**{f.name: client.register_script(_source(f.name)) for f in fields(cls)})
+    def register(cls, client: redis.Redis,
+                 make: Callable[[str], Script] | None = None) -> Scripts:
+        """Each field is registered from the ``.lua`` file of its name, by ``make`` if given
+        (Redis Cluster: :class:`exactsum.cluster.AckedScript`)."""
+        make = make or client.register_script
+        return cls(**{f.name: make(_source(f.name)) for f in fields(cls)})

@@ -12,14 +12,14 @@ import uuid
 
 import redis
 
-from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.cluster import choose_tags, connect, default_partitions, register_scripts
+from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
 from exactsum.rqjobs import JobOptions
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
-from exactsum.scripts import Scripts
 from producer_service import report
 from producer_service.progress import ProgressReporter
 from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
@@ -52,8 +52,12 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
                    if settings.transport == "rq" else None)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items, settings.batch)
-    client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
-    scripts = Scripts.register(client)
+    client = connect(settings.redis_url, settings.redis_cluster, socket_timeout=10.0,
+                     name=f"producer-{run_id}")
+    scripts = register_scripts(client, min_replicas=settings.min_replicas,
+                               replica_timeout=settings.replica_timeout)
+    tags = (choose_tags(client, settings.partitions or default_partitions(client))
+            if settings.redis_cluster else None)
     started = time.monotonic()
     deadline = started + settings.timeout
     producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -65,7 +69,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport,
-                                    **(job_options.as_meta() if job_options else {})),
+                                    tags, **(job_options.as_meta() if job_options else {})),
                  "create run", log,
                  stop=stop, deadline=deadline)
     except ValueError as exc:
@@ -73,19 +77,21 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         return EXIT_USAGE
     log.info("run %s: %d items in %d batches of up to %d, over %s", run_id, plan.items,
              plan.batches, plan.batch_size,
-             f"RQ queue {settings.rq_queue!r}" if settings.transport == "rq" else keys.queue)
+             f"RQ queue {settings.rq_queue!r}" if settings.transport == "rq"
+             else f"{len(tags)} partitions of a Redis Cluster" if tags else keys.queue)
 
     bound = queue_bound(settings.max_queue, settings.batch)
     sink: BatchSink
     if job_options is not None:
         sink = RqSink(client, keys, run_id, bound, job_options)
     else:
-        sink = ListSink(keys, scripts, run_id, bound)
+        sink = ListSink(keys, scripts, run_id, bound, tags)
     pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, stop=stop, deadline=deadline, rate=settings.rate,
                     events=metrics or NO_PRODUCER_EVENTS)
     progress = ProgressReporter(
-        make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
+        connect(settings.redis_url, settings.redis_cluster, socket_timeout=5.0,
+                name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
         interval=settings.progress_interval,
         queue_key=RqKeys(settings.rq_queue).queue if settings.transport == "rq" else None,

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
-from exactsum.keys import Keys
+from exactsum.keys import Keys, partition_of
 from exactsum.protocol import encode_text
 from exactsum.scripts import Scripts
 from producer_service.source import OutBatch
@@ -147,18 +147,39 @@ class Pusher:
 
 class ListSink:
     """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
-    once (the run's ``pushed`` bitmap), and stops at the queue's bound."""
+    once (the run's ``pushed`` bitmap), and stops at the queue's bound.
 
-    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int) -> None:
+    On a Redis Cluster (``tags``) batch ``n`` goes to partition ``n mod len(tags)``: one call of
+    ``push.lua`` per partition, each in its own slot, and each partition's queue bounded by its
+    share of the bound."""
+
+    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int,
+                 tags: list[str] | None = None) -> None:
         self.scripts = scripts
-        self.keys = [keys.queue, keys.run(run_id).pushed]
-        self.bound = bound
+        parts = [keys.partition(tag) for tag in tags] if tags else [keys]
+        self.targets = [[part.queue, part.run(run_id).pushed] for part in parts]
+        self.bound = max(1, bound // len(parts)) if bound else 0
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
+        if len(self.targets) == 1:
+            return self._send(0, batches)
+        positions: dict[int, list[int]] = {}
+        for position, (seq, _, _) in enumerate(batches):
+            positions.setdefault(partition_of(seq, len(self.targets)), []).append(position)
+        # The answer is a prefix of ``batches``: up to the first batch a partition had no room
+        # for. Batches of other partitions pushed beyond it are found pushed when re-sent.
+        first_left = len(batches)
+        for part, where in positions.items():
+            handled = self._send(part, [batches[i] for i in where])
+            if handled < len(where):
+                first_left = min(first_left, where[handled])
+        return first_left
+
+    def _send(self, part: int, batches: list[tuple[int, int, bytes]]) -> int:
         args: list[bytes | int] = [self.bound]
         for seq, _, element in batches:
             args += [seq, element]
-        return int(self.scripts.push(keys=self.keys, args=args))
+        return int(self.scripts.push(keys=self.targets[part], args=args))
 
 
 def queue_bound(max_queue_items: int, batch_size: int) -> int:

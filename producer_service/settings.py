@@ -26,6 +26,9 @@ def run_id(text: str) -> str:
 @dataclass(frozen=True)
 class ProducerSettings:
     redis_url: str
+    redis_cluster: str
+    min_replicas: int
+    replica_timeout: float
     key_prefix: str
     log_level: str
     log_format: str
@@ -47,6 +50,7 @@ class ProducerSettings:
     metrics_addr: str
     transport: str
     rq_queue: str
+    partitions: int
     rq_job_timeout: int
     rq_retries: int
     rq_result_ttl: int
@@ -88,6 +92,9 @@ def build_parser() -> EnvParser:
         "possible); for latency measurements")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
+    add("--partitions", env="PRODUCER_PARTITIONS", default=0, type=non_negative_int,
+        help="with --redis-cluster: partitions the run is split into, batch n going to "
+        "partition n mod P (0: two per primary of the cluster)")
     parser.add_metrics_options("PRODUCER_METRICS_PORT")
     parser.add_transport_options()
     add("--rq-job-timeout", env="PRODUCER_RQ_JOB_TIMEOUT", default=60, type=positive_int,
@@ -105,4 +112,5 @@ def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
+    parser.check_cluster(args.redis_cluster, args.transport)
     return ProducerSettings(**vars(args))
