@@ -13,16 +13,38 @@ one and two).
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 import redis
 
-from exactsum.localredis import LocalRedis, free_port
+from exactsum.localredis import LocalRedis
 
 SLOTS = 16384
+# A node also listens on its port + 10000 (the cluster bus), which must be a port too.
+BUS_OFFSET = 10000
+
+
+def free_cluster_port() -> int:
+    """A loopback port that is free, and whose cluster bus port (+10000) is free as well."""
+    for _ in range(200):
+        port = random.randint(20000, 65535 - BUS_OFFSET)
+        if all(_free(p) for p in (port, port + BUS_OFFSET)):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LocalCluster:
@@ -32,7 +54,7 @@ class LocalCluster:
         self.primaries_n, self.replicas_n = primaries, replicas
         self.nodes: list[LocalRedis] = []
         for index in range(primaries * (1 + replicas)):
-            port = free_port()
+            port = free_cluster_port()
             data = self.root / f"node{index}"
             data.mkdir()
             self.nodes.append(LocalRedis(port, data, fsync=fsync, extra_args=[
@@ -42,6 +64,8 @@ class LocalCluster:
                 # A primary whose slots are being failed over should not stop the others.
                 "--cluster-require-full-coverage", "no",
                 "--cluster-replica-validity-factor", "0",
+                # Start a replica's first sync at once (7.0 waits 5 s for more replicas).
+                "--repl-diskless-sync-delay", "0",
             ]))
 
     @property
@@ -83,7 +107,15 @@ class LocalCluster:
         masters = [n for n in self.live() if self._role(n) == "master"]
         wanted = min(self.replicas_n, len(self.live()) // max(1, len(masters)) - 1)
         return len(masters) == self.primaries_n and all(
-            int(n.client().info("replication")["connected_slaves"]) >= wanted for n in masters)
+            self._online_replicas(n) >= wanted for n in masters)
+
+    @staticmethod
+    def _online_replicas(node: LocalRedis) -> int:
+        """Replicas done with their first sync (WAIT counts only those)."""
+        info = node.client().info("replication")
+        return sum(1 for key, value in info.items()
+                   if key.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online")
 
     def primary_nodes(self) -> list[LocalRedis]:
         return [n for n in self.live() if self._role(n) == "master"]

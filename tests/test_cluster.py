@@ -1,0 +1,240 @@
+"""Redis Cluster: every script in one slot, and whole runs sharded over a real local cluster of
+three primaries with a replica each (six redis-server processes), through a consumer SIGKILL
+and a primary kill -9'd and failed over by the cluster."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from consumer_service.settings import parse_settings as consumer_settings
+from exactsum.cluster import AckedScript, choose_tags, register_scripts
+from exactsum.keys import Keys
+from exactsum.localcluster import LocalCluster
+from exactsum.protocol import encode
+from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry
+from producer_service.settings import parse_settings as producer_settings
+from tests.cluster_harness import (
+    ClusterServices,
+    cluster_client,
+    committed_by_partition,
+    committed_on_cluster,
+    delete_prefix,
+    inflight_on_cluster,
+    primary_of_tag,
+)
+from tests.procs import assert_exact, finish, numbers_file, wait_until
+
+QUICK_LIVENESS = ("--heartbeat-ttl", "3", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
+
+
+@pytest.fixture
+def fresh_cluster() -> Iterator[LocalCluster]:
+    """Three primaries with a replica each; the test may kill nodes."""
+    with LocalCluster(3, 1, node_timeout_ms=2000) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_services(fresh_cluster: LocalCluster, key_prefix: str,
+                     tmp_path: Path) -> Iterator[ClusterServices]:
+    group = ClusterServices(fresh_cluster.url, key_prefix, tmp_path)
+    yield group
+    group.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(3, 1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cclient(shared_cluster: LocalCluster, key_prefix: str) -> Iterator[redis.Redis]:
+    client = cluster_client(shared_cluster.url)
+    yield client
+    delete_prefix(client, key_prefix)
+    client.close()
+
+
+def one_slot(keys: list[str]) -> int:
+    """The one slot ``keys`` map to; fails if they map to several."""
+    slots = {key_slot(key.encode()) for key in keys}
+    assert len(slots) == 1, f"keys in {len(slots)} slots: {keys}"
+    return slots.pop()
+
+
+def test_rq_on_a_cluster_is_refused_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    for parse in (producer_settings, consumer_settings):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(["--redis-cluster", "1", "--transport", "rq"])
+        assert exit_info.value.code == 2
+        assert "RQ cannot run on Redis Cluster" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_every_script_runs_on_a_cluster_with_its_keys_in_one_slot(
+    cclient: redis.Redis, keys: Keys
+) -> None:
+    """Each script with the keys its callers give it, on two partitions on two primaries: no
+    CROSSSLOT, and the audit adds the partitions up to the exact figures."""
+    scripts = register_scripts(cclient, min_replicas=1, replica_timeout=2.0)
+    tags = choose_tags(cclient, 2)
+    assert primary_of_tag(cclient, tags[0]) != primary_of_tag(cclient, tags[1])
+    run_id, consumer = "r1", "c1"
+    values = [5, -7, 11, 2**40]
+    plan = RunPlan(run_id, len(values), 1)
+    create_run(cclient, keys, plan, "producer-1", tags=tags)
+    for index, tag in enumerate(tags):
+        part = keys.partition(tag)
+        rk, inflight = part.run(run_id), part.inflight(consumer, 0)
+        seqs = [seq for seq in range(len(values)) if seq % len(tags) == index]
+        elements = {seq: encode(run_id, seq, [values[seq]]) for seq in seqs}
+        calls = {
+            "push": [part.queue, rk.pushed],
+            "claim": [part.queue, inflight],
+            "commit": [inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
+                       rk.stale],
+            "retry": [inflight, part.queue, rk.attempts, rk.done],
+            "dead_letter": [inflight, rk.done, rk.dead, rk.dead_items],
+            "dead_letter_foreign": [inflight, part.dead],
+            "reclaim": [part.heartbeat(consumer), inflight, part.queue, part.reclaimed],
+            "requeue_dead": [rk.dead, part.queue, rk.done, rk.dead_items, rk.attempts],
+            "drop_dead": [part.dead, part.dropped],
+        }
+        for script_keys in calls.values():
+            one_slot(script_keys)
+        first, second = seqs
+        args: list[object] = [0]
+        for seq in seqs:
+            args += [seq, elements[seq]]
+        assert scripts.push(keys=calls["push"], args=args) == 2
+        assert scripts.push(keys=calls["push"], args=args) == 2  # re-sent: pushed once
+        assert len(scripts.claim(keys=calls["claim"], args=[10])) == 2
+        reply = scripts.commit(keys=calls["commit"], args=[consumer, elements[first], first, 1,
+                                                           values[first]])
+        assert reply == [1, 1]
+        assert scripts.retry(keys=calls["retry"], args=[elements[second], second, 3])[0] == 1
+        assert scripts.claim(keys=calls["claim"], args=[10]) == [elements[second]]
+        entry = dead_letter_entry(elements[second], "test", consumer, run=run_id, seq=second,
+                                  items=1)
+        assert scripts.dead_letter(keys=calls["dead_letter"],
+                                   args=[elements[second], second, 1, entry])[0] == 1
+        assert scripts.requeue_dead(keys=calls["requeue_dead"],
+                                    args=[entry, elements[second], second, 1]) == 1
+        assert scripts.claim(keys=calls["claim"], args=[10]) == [elements[second]]
+        assert scripts.commit(keys=calls["commit"], args=[consumer, elements[second], second, 1,
+                                                          values[second]]) == [1, 0]
+        cclient.lpush(part.queue, b"not ours")
+        assert scripts.claim(keys=calls["claim"], args=[10]) == [b"not ours"]
+        foreign = dead_letter_entry(b"not ours", "foreign", consumer)
+        assert scripts.dead_letter_foreign(keys=calls["dead_letter_foreign"],
+                                           args=[b"not ours", foreign])[0] == 1
+        assert scripts.drop_dead(keys=calls["drop_dead"], args=[foreign]) == 1
+        assert scripts.reclaim(keys=calls["reclaim"], args=["0"]) == 0
+    result = audit(cclient, keys, plan, sum(values))
+    assert result.exact, result
+    assert result.sum == sum(values) and result.by_consumer == {consumer: len(values)}
+
+
+def test_a_script_whose_keys_span_two_slots_is_refused(cclient: redis.Redis, keys: Keys) -> None:
+    """The check behind the test above can fail: a call across partitions never reaches Redis,
+    and Redis itself refuses such a script."""
+    scripts = register_scripts(cclient)
+    tags = choose_tags(cclient, 2)
+    a, b = keys.partition(tags[0]), keys.partition(tags[1])
+    assert isinstance(scripts.claim, AckedScript)
+    with pytest.raises(ValueError, match="one slot"):
+        scripts.claim(keys=[a.queue, b.inflight("c", 0)], args=[1])
+    with pytest.raises(redis.exceptions.RedisClusterException):
+        cclient.eval("return 1", 2, a.queue, b.queue)
+
+
+def spread_report(client: redis.Redis, keys: Keys, run_id: str) -> tuple[dict[str, int],
+                                                                         Counter[str]]:
+    by_partition = committed_by_partition(client, keys, run_id)
+    by_primary: Counter[str] = Counter()
+    for tag, items in by_partition.items():
+        by_primary[primary_of_tag(client, tag)] += items
+    return by_partition, by_primary
+
+
+ITEMS = 1_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_million_items_over_a_cluster_with_a_consumer_sigkilled(
+    cluster_services: ClusterServices, fresh_cluster: LocalCluster, keys: Keys, tmp_path: Path
+) -> None:
+    path, total = numbers_file(tmp_path, ITEMS)
+    client = cluster_client(fresh_cluster.url)
+    consumers = [cluster_services.consumer("--threads", "4", "--work-io-ms", "0.01",
+                                           *QUICK_LIVENESS) for _ in range(3)]
+    victim_id = cluster_services.consumer_id(consumers[0])
+    producer = cluster_services.producer("--input", str(path), "--batch", "1000",
+                                         "--run-id", "sharded", "--timeout", "500")
+    wait_until(lambda: committed_on_cluster(client, keys) >= ITEMS // 5, 200,
+               "a fifth committed")
+    wait_until(lambda: inflight_on_cluster(client, keys, victim_id) > 0, 30,
+               "the victim holding claims")
+    consumers[0].signal(signal.SIGKILL)
+    wait_until(lambda: inflight_on_cluster(client, keys, victim_id) == 0, 30, "the reclaim")
+    report = finish(producer, timeout=500)
+    assert_exact(report, ITEMS)
+    assert report["sum"] == total
+    reclaimed = sum(int(client.get(keys.partition(tag).reclaimed) or 0)
+                    for tag in committed_by_partition(client, keys, "sharded"))
+    assert reclaimed > 0
+    by_partition, by_primary = spread_report(client, keys, "sharded")
+    print(f"items per partition: {by_partition}; per primary: {dict(by_primary)}")
+    # Six partitions, two per primary; batch n goes to partition n mod 6.
+    assert len(by_partition) == 6 and sum(by_partition.values()) == ITEMS
+    assert len(by_primary) == 3
+    assert all(abs(items - ITEMS / 6) <= 1000 for items in by_partition.values())
+    client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_primary_killed_and_failed_over_mid_run_keeps_the_sum_exact(
+    cluster_services: ClusterServices, fresh_cluster: LocalCluster, keys: Keys, tmp_path: Path
+) -> None:
+    path, total = numbers_file(tmp_path, ITEMS)
+    client = cluster_client(fresh_cluster.url)
+    acked = ("--min-replicas", "1", "--replica-timeout", "2")
+    for _ in range(3):
+        cluster_services.consumer("--threads", "4", "--work-io-ms", "0.01", *QUICK_LIVENESS,
+                                  *acked)
+    producer = cluster_services.producer("--input", str(path), "--batch", "1000",
+                                         "--run-id", "failover", "--timeout", "500", *acked)
+    wait_until(lambda: committed_on_cluster(client, keys) >= ITEMS // 4, 200,
+               "a quarter committed")
+    by_partition = committed_by_partition(client, keys, "failover")
+    victim_name = primary_of_tag(client, next(iter(by_partition)))
+    victim = fresh_cluster.node_for_port(int(victim_name.rsplit(":", 1)[1]))
+    before = committed_on_cluster(client, keys)
+    victim.kill()
+    killed_at = time.monotonic()
+
+    def promoted() -> bool:
+        live = fresh_cluster.primary_nodes()
+        return len(live) == 3 and victim not in live
+
+    wait_until(promoted, 60, "a replica promoted in the killed primary's place", interval=0.2)
+    print(f"replica promoted {time.monotonic() - killed_at:.1f} s after the kill")
+    # Back as a replica of the promoted one: WAIT 1 can be satisfied again on those slots.
+    victim.start()
+    fresh_cluster.wait_healthy(120)
+    report = finish(producer, timeout=500)
+    assert_exact(report, ITEMS)
+    assert report["sum"] == total
+    assert before < ITEMS, "the kill came after the run had finished"
+    client.close()
