@@ -73,6 +73,10 @@ class LocalCluster:
         """A seed URL: any node will do, the client discovers the rest."""
         return self.nodes[0].url
 
+    def live_url(self) -> str:
+        """The URL of a node that is running (the seed may be the one a test killed)."""
+        return self.live()[0].url
+
     def start(self, timeout: float = 60.0) -> None:
         for node in self.nodes:
             node.start()

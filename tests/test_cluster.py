@@ -210,15 +210,17 @@ def test_a_primary_killed_and_failed_over_mid_run_keeps_the_sum_exact(
     path, total = numbers_file(tmp_path, ITEMS)
     client = cluster_client(fresh_cluster.url)
     acked = ("--min-replicas", "1", "--replica-timeout", "2")
-    for _ in range(3):
-        cluster_services.consumer("--threads", "4", "--work-io-ms", "0.01", *QUICK_LIVENESS,
-                                  *acked)
+    consumers = [cluster_services.consumer("--threads", "4", "--work-io-ms", "0.01",
+                                           *QUICK_LIVENESS, *acked) for _ in range(3)]
+    # A bounded queue keeps the producer pushing through the failover too.
     producer = cluster_services.producer("--input", str(path), "--batch", "1000",
-                                         "--run-id", "failover", "--timeout", "500", *acked)
+                                         "--max-queue", "60000", "--run-id", "failover",
+                                         "--timeout", "500", *acked)
     wait_until(lambda: committed_on_cluster(client, keys) >= ITEMS // 4, 200,
                "a quarter committed")
     by_partition = committed_by_partition(client, keys, "failover")
     victim_name = primary_of_tag(client, next(iter(by_partition)))
+    victim_tags = [tag for tag in by_partition if primary_of_tag(client, tag) == victim_name]
     victim = fresh_cluster.node_for_port(int(victim_name.rsplit(":", 1)[1]))
     before = committed_on_cluster(client, keys)
     victim.kill()
@@ -229,12 +231,34 @@ def test_a_primary_killed_and_failed_over_mid_run_keeps_the_sum_exact(
         return len(live) == 3 and victim not in live
 
     wait_until(promoted, 60, "a replica promoted in the killed primary's place", interval=0.2)
-    print(f"replica promoted {time.monotonic() - killed_at:.1f} s after the kill")
-    # Back as a replica of the promoted one: WAIT 1 can be satisfied again on those slots.
+    promoted_s = time.monotonic() - killed_at
+
+    def victims_committed() -> int:
+        try:
+            fresh = cluster_client(fresh_cluster.live_url())
+            try:
+                return sum(committed_by_partition(fresh, keys, "failover")[t]
+                           for t in victim_tags)
+            finally:
+                fresh.close()
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
+            return -1
+
+    wait_until(lambda: victims_committed() >= 0, 60, "the promoted primary answering")
+    on_promoted = victims_committed()
+    # Back as a replica of the promoted one: WAIT 1 can be satisfied again on those slots
+    # (until then the promoted primary has no replica, and nothing there is acknowledged).
     victim.start()
+    wait_until(lambda: victims_committed() > on_promoted, 120,
+               "a commit in the failed-over partitions", interval=0.1)
+    print(f"replica promoted {promoted_s:.1f} s after the kill; first commit on it "
+          f"{time.monotonic() - killed_at:.1f} s after the kill (once the old primary was back "
+          "as its replica)")
     fresh_cluster.wait_healthy(120)
     report = finish(producer, timeout=500)
     assert_exact(report, ITEMS)
     assert report["sum"] == total
     assert before < ITEMS, "the kill came after the run had finished"
+    retried = [p.name for p in consumers if "failed (" in p.stderr]
+    assert retried, "no consumer saw the failover"
     client.close()
