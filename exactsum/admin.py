@@ -24,13 +24,12 @@ from typing import Any, cast
 import redis
 from rq import Queue
 
-from exactsum.connection import make_client
+from exactsum.cluster import connect, register_scripts
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
 from exactsum.rqjobs import JobOptions, enqueue_jobs
-from exactsum.runs import RunPlan, audit
-from exactsum.scripts import Scripts
+from exactsum.runs import RunPlan, audit, run_partitions
 
 
 def build_parser() -> EnvParser:
@@ -74,15 +73,28 @@ def _describe(index: int, raw: bytes) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
-    client = make_client(args.redis_url, socket_timeout=10.0)
+    client = connect(args.redis_url, args.redis_cluster, socket_timeout=10.0)
     if args.topic == "audit":
         return _audit(client, keys, args.run, args.json)
-    rk = keys.run(args.run) if args.run else None
-    dead_list = rk.dead if rk else keys.dead
-    entries = cast(list[bytes], client.lrange(dead_list, 0, -1))
+    # Each partition of a run on a Redis Cluster has its own dead letters (one list here).
+    if args.run:
+        parts = run_partitions(client, keys, args.run)
+    elif args.redis_cluster:
+        parts = [keys.partition(t.decode()) for t in
+                 sorted(cast(set[bytes], client.smembers(keys.partitions)))]
+    else:
+        parts = [keys]
+    entries = [
+        (part, dead_list, raw)
+        for part in parts
+        for dead_list in [part.run(args.run).dead if args.run else part.dead]
+        for raw in cast(list[bytes], client.lrange(dead_list, 0, -1))
+    ]
+    where = (part_dead_list(parts[0], args.run) if len(parts) == 1
+             else f"{len(parts)} partitions")
 
     if args.action == "list":
-        for index, raw in enumerate(entries):
+        for index, (_, _, raw) in enumerate(entries):
             described = _describe(index, raw)
             if args.json:
                 print(json.dumps(described))
@@ -91,21 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   if k in described)
                 print(f"[{index}] {described.get('reason')}" + (f" ({facts})" if facts else ""))
         if not args.json:
-            print(f"{len(entries)} dead letters in {dead_list}")
+            print(f"{len(entries)} dead letters in {where}")
         return 0
 
     chosen = range(len(entries)) if args.all else args.index
     bad = [i for i in chosen if i >= len(entries)]
     if bad:
-        print(f"error: no entry {bad[0]}; {dead_list} has {len(entries)}", file=sys.stderr)
+        print(f"error: no entry {bad[0]}; {where} has {len(entries)}", file=sys.stderr)
         return 2
-    scripts = Scripts.register(client)
-    rq_options = _rq_options(client, rk.meta) if rk is not None else None
+    scripts = register_scripts(client, min_replicas=args.min_replicas,
+                               replica_timeout=args.replica_timeout)
+    rq_options = _rq_options(client, keys.run(args.run).meta) if args.run else None
     done = 0
     for index in chosen:
-        raw = entries[index]
+        part, dead_list, raw = entries[index]
+        rk = part.run(args.run) if args.run else None
         if args.action == "drop":
-            done += int(scripts.drop_dead(keys=[dead_list, rk.dropped if rk else keys.dropped],
+            done += int(scripts.drop_dead(keys=[dead_list, rk.dropped if rk else part.dropped],
                                           args=[raw]))
             continue
         element = base64.b64decode(json.loads(raw)["element_b64"])
@@ -122,12 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 rq_options)
             continue
         done += int(scripts.requeue_dead(
-            keys=[dead_list, keys.queue, rk.done if rk else dead_list,
+            keys=[dead_list, part.queue, rk.done if rk else dead_list,
                   rk.dead_items if rk else dead_list, rk.attempts if rk else dead_list],
             args=[raw, element, seq, count],
         ))
     print(f"{args.action}: {done} of {len(chosen)} entries")
     return 0
+
+
+def part_dead_list(part: Keys, run_id: str | None) -> str:
+    return part.run(run_id).dead if run_id else part.dead
 
 
 def _rq_options(client: redis.Redis, meta_key: str) -> JobOptions | None:

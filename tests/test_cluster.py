@@ -4,7 +4,10 @@ and a primary kill -9'd and failed over by the cluster."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -262,3 +265,59 @@ def test_a_primary_killed_and_failed_over_mid_run_keeps_the_sum_exact(
     retried = [p.name for p in consumers if "failed (" in p.stderr]
     assert retried, "no consumer saw the failover"
     client.close()
+
+
+@pytest.fixture
+def shared_services(shared_cluster: LocalCluster, key_prefix: str,
+                    tmp_path: Path) -> Iterator[ClusterServices]:
+    group = ClusterServices(shared_cluster.url, key_prefix, tmp_path)
+    yield group
+    group.close()
+    client = cluster_client(shared_cluster.url)
+    delete_prefix(client, key_prefix)
+    client.close()
+
+
+def admin(services: ClusterServices, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exactsum.admin", *args], capture_output=True,
+                          text=True, timeout=60, env=services.env())
+
+
+@pytest.mark.timeout(180)
+def test_dead_letters_of_a_sharded_run_are_listed_requeued_and_audited_over_partitions(
+    shared_services: ClusterServices, tmp_path: Path
+) -> None:
+    """Poison items end in the dead letters of several partitions; the admin lists them all,
+    requeues them into their own partitions, and the run's audit is exact afterwards."""
+    items = 20_000
+    path, total = numbers_file(tmp_path, items)
+    poisoned = [shared_services.consumer("--threads", "2", "--fail-rate", "0.002",
+                                         "--max-attempts", "2") for _ in range(2)]
+    producer = shared_services.producer("--input", str(path), "--batch", "100",
+                                        "--run-id", "poison", "--partitions", "4")
+    assert producer.wait(timeout=120) == 3, producer.stderr[-2000:]
+    report = producer.report()
+    assert (report["lost"], report["duplicated"]) == (0, 0), report
+    assert report["sum"] + report["dead_sum"] == total
+    dead_batches = report["dead_lettered"] // 100
+    assert dead_batches >= 2
+    listed = admin(shared_services, "dead", "list", "--run", "poison", "--json")
+    assert listed.returncode == 0, listed.stderr
+    seqs = [json.loads(line)["seq"] for line in listed.stdout.splitlines()]
+    assert len(seqs) == dead_batches
+    assert len({seq % 4 for seq in seqs}) >= 2 or dead_batches < 4
+    for proc in poisoned:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    shared_services.consumer("--threads", "2")
+    requeued = admin(shared_services, "dead", "requeue", "--run", "poison", "--all")
+    assert requeued.returncode == 0, requeued.stderr
+    assert f"requeue: {dead_batches} of {dead_batches} entries" in requeued.stdout
+
+    def audited() -> dict[str, object]:
+        result = admin(shared_services, "audit", "--run", "poison", "--json")
+        return dict(json.loads(result.stdout))
+
+    wait_until(lambda: audited()["exact"] is True, 60, "the requeued batches counted")
+    final = audited()
+    assert final["sum"] == total and final["committed"] == items, final
