@@ -27,6 +27,9 @@ from exactsum.keys import Keys
 
 log = logging.getLogger("consumer.heartbeat")
 
+# Seconds between looks for partitions registered by a new run (Redis Cluster only).
+PARTITION_LOOKUP_S = 0.25
+
 
 class Heartbeat(threading.Thread):
     def __init__(
@@ -76,11 +79,23 @@ class Heartbeat(threading.Thread):
         self.directory.publish(tags)
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval):
+        # On a cluster, look for new partitions more often than the heartbeat is due, so that a
+        # new run's partitions are claimed from within a fraction of a second.
+        tick = min(self.interval, PARTITION_LOOKUP_S) if self.directory.cluster else self.interval
+        last = time.monotonic()
+        while not self.stopping.wait(tick):
             try:
+                if time.monotonic() - last < self.interval - tick / 2 and not retrying(
+                        self._new_partitions, "partition lookup", log, stop=self.stopping,
+                        cap=self.interval):
+                    continue
                 retrying(self.beat, "heartbeat", log, stop=self.stopping, cap=self.interval)
+                last = time.monotonic()
             except RetryAborted:
                 return
+
+    def _new_partitions(self) -> bool:
+        return len(self.directory.lookup(self.client)) > len(self.directory.tags)
 
     def withdraw(self) -> None:
         """Stop beating and say goodbye, so nobody waits for the TTL to reclaim nothing."""
