@@ -167,7 +167,9 @@ def build_parser() -> EnvParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    parser.refuse_cluster(args.redis_cluster, "the dashboard")
     setup_logging(args.log_level, args.log_format, service="dashboard", identity="-")
     client = make_client(args.redis_url, socket_timeout=5.0, name="dashboard")
     poller = Poller(client, Keys(args.key_prefix), runs=args.runs, interval=args.interval)

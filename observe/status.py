@@ -130,7 +130,9 @@ def render(snap: Snapshot) -> RenderableType:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    parser.refuse_cluster(args.redis_cluster, "status")
     keys = Keys(args.key_prefix)
     try:
         client = make_client(args.redis_url, socket_timeout=5.0, name="status")

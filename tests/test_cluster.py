@@ -23,6 +23,7 @@ from exactsum.keys import Keys
 from exactsum.localcluster import LocalCluster
 from exactsum.protocol import encode
 from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry
+from observe.status import main as status_main
 from producer_service.settings import parse_settings as producer_settings
 from tests.cluster_harness import (
     ClusterServices,
@@ -74,12 +75,24 @@ def one_slot(keys: list[str]) -> int:
     return slots.pop()
 
 
-def test_rq_on_a_cluster_is_refused_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_a_cluster_cannot_do_yet_is_refused_with_a_reason(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
     for parse in (producer_settings, consumer_settings):
         with pytest.raises(SystemExit) as exit_info:
             parse(["--redis-cluster", "1", "--transport", "rq"])
         assert exit_info.value.code == 2
         assert "RQ cannot run on Redis Cluster" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_info:
+            parse(["--redis-cluster", "1", "--metrics-port", "9100"])
+        assert exit_info.value.code == 2
+        assert "--metrics-port is not supported with --redis-cluster" in capsys.readouterr().err
+    assert consumer_settings(["--redis-cluster", "redis://10.0.0.5:7000"]).redis_cluster == (
+        "redis://10.0.0.5:7000")
+    with pytest.raises(SystemExit) as exit_info:
+        status_main(["--redis-cluster", "1"])
+    assert exit_info.value.code == 2
+    assert "status does not read a Redis Cluster" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(120)
