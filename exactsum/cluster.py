@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from exactsum.connection import credentials_from_env, make_client
+from exactsum.connection import credentials_from_env, make_client, retrying
 from exactsum.keys import Keys
 from exactsum.scripts import Scripts
 
@@ -36,6 +37,8 @@ log = logging.getLogger("exactsum.cluster")
 # Partitions per primary when the producer is not told how many: two, so that a consumer
 # thread usually finds one with work while another is being drained.
 PARTITIONS_PER_PRIMARY = 2
+# How long a service keeps trying to read the cluster's slot map at start.
+DISCOVERY_S = 60.0
 
 
 class NotAcknowledged(redis.ConnectionError):
@@ -55,15 +58,23 @@ def make_cluster_client(url: str, *, socket_timeout: float,
     It is typed as ``redis.Redis`` because the services call the same commands on both; the
     cluster client routes each by its key.
     """
-    client = RedisCluster.from_url(
-        url,
-        **credentials_from_env(),
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
-        retry=Retry(ExponentialWithJitterBackoff(), 0),
-        client_name=name,
-    )
+    credentials = credentials_from_env()
+
+    def discover() -> RedisCluster:
+        # The constructor reads the slot map at once: a seed node that is down (restarting,
+        # or failed over) is retried like any other call, for up to a minute.
+        return RedisCluster.from_url(
+            url,
+            **credentials,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=min(socket_timeout, 5.0),
+            socket_keepalive=True,
+            retry=Retry(ExponentialWithJitterBackoff(), 0),
+            client_name=name,
+        )
+
+    client = retrying(discover, "discover the cluster", log,
+                      deadline=time.monotonic() + DISCOVERY_S)
     return cast(redis.Redis, client)
 
 
