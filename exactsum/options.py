@@ -181,14 +181,8 @@ class EnvParser(argparse.ArgumentParser):
                        "Cluster")
         if redis_cluster and metrics_port:
             self.error("--metrics-port is not supported with --redis-cluster yet: the metrics "
-                       "read the single-Redis keys; use `python -m exactsum.admin audit` on a "
-                       "cluster")
-
-    def refuse_cluster(self, redis_cluster: str, what: str) -> None:
-        """For the tools that read the single-Redis layout only."""
-        if redis_cluster:
-            self.error(f"{what} does not read a Redis Cluster's partitions yet; use "
-                       "`python -m exactsum.admin audit --run ID` (and `dead list`) there")
+                       "read the single-Redis keys; use `python -m observe.status` or "
+                       "`python -m exactsum.admin audit` on a cluster")
 
     def add_transport_options(self) -> None:
         """Which queue carries the batches; the producer and its consumers must agree."""

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from exactsum.connection import make_client
+from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.logs import setup_logging
 from exactsum.options import EnvParser, port, positive_float, positive_int
@@ -167,11 +167,9 @@ def build_parser() -> EnvParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    parser.refuse_cluster(args.redis_cluster, "the dashboard")
+    args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format, service="dashboard", identity="-")
-    client = make_client(args.redis_url, socket_timeout=5.0, name="dashboard")
+    client = connect(args.redis_url, args.redis_cluster, socket_timeout=5.0, name="dashboard")
     poller = Poller(client, Keys(args.key_prefix), runs=args.runs, interval=args.interval)
     poller.start()
     log.info("dashboard on http://%s:%d/", args.host, args.port)
