@@ -53,7 +53,8 @@ class ConsumerService:
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = register_scripts(self.control, min_replicas=settings.min_replicas,
                                         replica_timeout=settings.replica_timeout)
-        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
+        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads,
+                                        redis_cluster=cluster)
                         if settings.metrics_port else None)
         events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
         self.heartbeat = Heartbeat(

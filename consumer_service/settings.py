@@ -106,7 +106,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
-    parser.check_cluster(args.redis_cluster, args.transport, args.metrics_port)
+    parser.check_cluster(args.redis_cluster, args.transport)
     settings = ConsumerSettings(**vars(args))
     if settings.block_timeout + settings.heartbeat_interval >= settings.heartbeat_ttl:
         parser.error(

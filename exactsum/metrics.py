@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exactsum.connection import make_client
+from exactsum.cluster import connect, is_cluster
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import Batch
@@ -114,22 +114,29 @@ class RedisGauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.llen(self.keys.queue)
-        if self.consumer_id is not None:
-            for index in range(self.threads):
-                pipe.lrange(self.keys.inflight(self.consumer_id, index), 0, -1)
         try:
+            # On a Redis Cluster: the queues and in-flight lists of every partition, added up.
+            parts = ([self.keys.partition(t.decode()) for t in
+                      cast(set[bytes], self.client.smembers(self.keys.partitions))]
+                     if is_cluster(self.client) else [self.keys])
+            pipe = self.client.pipeline(transaction=False)
+            for part in parts:
+                pipe.llen(part.queue)
+            if self.consumer_id is not None:
+                for part in parts:
+                    for index in range(self.threads):
+                        pipe.lrange(part.inflight(self.consumer_id, index), 0, -1)
             replies = pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             log.debug("metrics: cannot read Redis: %s", exc)
             families[0].add_metric([], 0)
             yield families[0]
             return
         families[0].add_metric([], 1)
-        families[1].add_metric([], int(replies[0]))
+        families[1].add_metric([], sum(int(depth) for depth in replies[:len(parts)]))
         if self.consumer_id is not None:
-            held = [element for lst in replies[1:] for element in cast(list[bytes], lst)]
+            held = [element for lst in replies[len(parts):]
+                    for element in cast(list[bytes], lst)]
             families[2].add_metric([self.consumer_id], len(held))
             families[3].add_metric([self.consumer_id], sum(map(element_items, held)))
         yield from families
@@ -163,7 +170,7 @@ class _Served:
 
 class ConsumerMetrics(_Served, ConsumerEvents):
     def __init__(self, consumer_id: str, keys: Keys, redis_url: str, threads: int,
-                 keep_runs: int = KEEP_RUNS) -> None:
+                 keep_runs: int = KEEP_RUNS, redis_cluster: str = "") -> None:
         self.consumer_id = consumer_id
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
@@ -198,7 +205,8 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         self._claim_hist = self.claim_to_commit.labels(consumer_id)
         self._push_hist = self.push_to_commit.labels(consumer_id)
         self.runs = RunSeries(keep_runs, [self.committed, self.dead], consumer_id)
-        client = make_client(redis_url, socket_timeout=2.0, name=f"{consumer_id}-metrics")
+        client = connect(redis_url, redis_cluster, socket_timeout=2.0,
+                         name=f"{consumer_id}-metrics")
         reg.register(RedisGauges(client, keys, consumer_id, threads))
 
     def on_commit(self, batch: Batch, claim_s: float) -> None:
@@ -223,7 +231,8 @@ class ConsumerMetrics(_Served, ConsumerEvents):
 
 
 class ProducerMetrics(_Served, ProducerEvents):
-    def __init__(self, keys: Keys, redis_url: str, keep_runs: int = KEEP_RUNS) -> None:
+    def __init__(self, keys: Keys, redis_url: str, keep_runs: int = KEEP_RUNS,
+                 redis_cluster: str = "") -> None:
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
         self.items = Counter("items_produced", "Items stored on the queue (each pushed once)",
@@ -233,7 +242,7 @@ class ProducerMetrics(_Served, ProducerEvents):
         self.waits = Counter("push_waits", "Pushes that found the queue full and waited "
                              "(backpressure)", ["run"], namespace=NAMESPACE, registry=reg)
         self.runs = RunSeries(keep_runs, [self.items, self.batches, self.waits])
-        client = make_client(redis_url, socket_timeout=2.0, name="producer-metrics")
+        client = connect(redis_url, redis_cluster, socket_timeout=2.0, name="producer-metrics")
         reg.register(RedisGauges(client, keys))
 
     def start_run(self, run_id: str) -> None:

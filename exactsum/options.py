@@ -172,17 +172,12 @@ class EnvParser(argparse.ArgumentParser):
             help="seconds to wait for --min-replicas replicas before sending the write again",
         )
 
-    def check_cluster(self, redis_cluster: str, transport: str, metrics_port: int = 0) -> None:
-        """RQ's own keys cannot carry our hash tags, so RQ cannot run on a cluster; the metrics
-        do not read partitions yet (docs/cluster.md)."""
+    def check_cluster(self, redis_cluster: str, transport: str) -> None:
+        """RQ's own keys cannot carry our hash tags, so RQ cannot run on a cluster."""
         if redis_cluster and transport == "rq":
             self.error("--redis-cluster works with --transport native only: RQ's keys cannot "
                        "be put in one hash slot per job (CROSSSLOT), so RQ cannot run on Redis "
                        "Cluster")
-        if redis_cluster and metrics_port:
-            self.error("--metrics-port is not supported with --redis-cluster yet: the metrics "
-                       "read the single-Redis keys; use `python -m observe.status` or "
-                       "`python -m exactsum.admin audit` on a cluster")
 
     def add_transport_options(self) -> None:
         """Which queue carries the batches; the producer and its consumers must agree."""

@@ -63,7 +63,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     metrics = None
     if settings.metrics_port:
-        metrics = ProducerMetrics(keys, settings.redis_url)
+        metrics = ProducerMetrics(keys, settings.redis_url, redis_cluster=settings.redis_cluster)
         metrics.start_run(run_id)
         metrics.serve(settings.metrics_addr, settings.metrics_port)
 

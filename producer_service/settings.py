@@ -112,5 +112,5 @@ def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
-    parser.check_cluster(args.redis_cluster, args.transport, args.metrics_port)
+    parser.check_cluster(args.redis_cluster, args.transport)
     return ProducerSettings(**vars(args))

@@ -21,6 +21,7 @@ from consumer_service.settings import parse_settings as consumer_settings
 from exactsum.cluster import AckedScript, choose_tags, register_scripts
 from exactsum.keys import Keys
 from exactsum.localcluster import LocalCluster
+from exactsum.localredis import free_port
 from exactsum.protocol import encode
 from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry
 from producer_service.settings import parse_settings as producer_settings
@@ -33,6 +34,8 @@ from tests.cluster_harness import (
     inflight_on_cluster,
     primary_of_tag,
 )
+from tests.observing import scrape
+from tests.observing import total as metric_total
 from tests.procs import assert_exact, finish, numbers_file, wait_until
 
 QUICK_LIVENESS = ("--heartbeat-ttl", "3", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
@@ -82,10 +85,6 @@ def test_what_a_cluster_cannot_do_yet_is_refused_with_a_reason(
             parse(["--redis-cluster", "1", "--transport", "rq"])
         assert exit_info.value.code == 2
         assert "RQ cannot run on Redis Cluster" in capsys.readouterr().err
-        with pytest.raises(SystemExit) as exit_info:
-            parse(["--redis-cluster", "1", "--metrics-port", "9100"])
-        assert exit_info.value.code == 2
-        assert "--metrics-port is not supported with --redis-cluster" in capsys.readouterr().err
     assert consumer_settings(["--redis-cluster", "redis://10.0.0.5:7000"]).redis_cluster == (
         "redis://10.0.0.5:7000")
 
@@ -339,3 +338,33 @@ def test_dead_letters_of_a_sharded_run_are_listed_requeued_and_audited_over_part
     assert sum(run["by_consumer"].values()) == items
     assert snap["queue_depth"] == 0 and snap["inflight_batches"] == 0
     assert any(c["alive"] for c in snap["consumers"])
+
+
+@pytest.mark.timeout(180)
+def test_metrics_on_a_cluster_add_the_partitions_up(
+    shared_services: ClusterServices, tmp_path: Path
+) -> None:
+    items = 20_000
+    path, total_sum = numbers_file(tmp_path, items)
+    port = free_port()
+    shared_services.consumer("--threads", "2", "--work-io-ms", "0.3", "--metrics-port",
+                             str(port), "--metrics-addr", "127.0.0.1")
+    producer = shared_services.producer("--input", str(path), "--batch", "100",
+                                        "--run-id", "metered")
+
+    def waiting_and_held() -> bool:
+        try:
+            samples = scrape(port)
+        except OSError:
+            return False
+        return (metric_total(samples, "exactsum_redis_up") == 1
+                and metric_total(samples, "exactsum_queue_depth_batches") > 0
+                and metric_total(samples, "exactsum_inflight_batches") > 0)
+
+    wait_until(waiting_and_held, 60, "queued and in-flight batches seen in the metrics")
+    report = finish(producer, timeout=150)
+    assert_exact(report, items)
+    assert report["sum"] == total_sum
+    final = scrape(port)
+    assert metric_total(final, "exactsum_items_committed_total", run="metered") == items
+    assert metric_total(final, "exactsum_queue_depth_batches") == 0
