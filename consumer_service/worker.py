@@ -15,8 +15,8 @@ queue is empty, a thread claims one element at a time with the blocking BLMOVE.
 On a Redis Cluster a run is split into partitions, each in its own hash slot with its own queue,
 and a thread has an in-flight list in each. A thread cannot block on several slots at once, so
 it takes turns: a non-blocking claim from each partition in rotation, and only when all are
-empty a short blocking claim on the next one. Everything a thread holds at a time comes from
-one partition (``self.part``), whose keys its scripts then use.
+empty a short blocking claim on the next one (longer while they stay empty). Everything a
+thread holds at a time comes from one partition (``self.part``), whose keys its scripts use.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ log = logging.getLogger("consumer.worker")
 COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
 # A claim of several elements aims at about this many items.
 CLAIM_ITEMS = 1024
-# With several partitions, the longest a thread blocks on one of them while all are empty: work
-# arriving in another waits at most this long for this thread.
+# With several partitions, how long a thread first blocks on one of them when all are empty (work
+# arriving in another waits that long for this thread); doubled while they stay empty, up to
+# --block-timeout, so that idle threads do not poll the cluster.
 PARTITION_WAIT = 0.2
 
 
@@ -90,6 +91,7 @@ class Worker(threading.Thread):
         # The partition whose claims ``pending`` holds (the untagged layout without Cluster).
         self.part = keys.partition(self.directory.tags[0]) if self.directory.tags else keys
         self._turn = index  # threads start their rotation over the partitions at different ones
+        self._idle_wait = min(block_timeout, PARTITION_WAIT)
         self.block_timeout = block_timeout
         self.stop_claiming = stop_claiming
         self.halt = halt
@@ -178,18 +180,27 @@ class Worker(threading.Thread):
             claimed = cast(list[bytes], self.scripts.claim(keys=[part.queue, inflight],
                                                            args=[self.claim_size]))
             if claimed:
+                self._idle_wait = min(self.block_timeout, PARTITION_WAIT)
                 self.part = part
                 self.pending.extend(claimed)
                 return True
         part = self.part.partition(tags[self._turn % len(tags)])
         self._turn += 1
+        inflight = part.inflight(self.consumer_id, self.index)
         element = cast(bytes | None, self.client.blmove(
-            part.queue, part.inflight(self.consumer_id, self.index),
-            min(self.block_timeout, PARTITION_WAIT), "RIGHT", "LEFT"  # type: ignore[arg-type]
+            part.queue, inflight, self._idle_wait, "RIGHT", "LEFT"  # type: ignore[arg-type]
         ))
         if element is None:
-            self.resync = True
-            return False
+            # Idle: wait longer next time (up to --block-timeout), and make sure nothing arrived
+            # unseen in the list we blocked on (the other lists are re-read after errors).
+            self._idle_wait = min(self.block_timeout, self._idle_wait * 2)
+            held = cast(list[bytes], self.client.lrange(inflight, 0, -1))
+            if not held:
+                return False
+            self.part = part
+            self.pending.extend(reversed(held))
+            return True
+        self._idle_wait = min(self.block_timeout, PARTITION_WAIT)
         self.part = part
         self.pending.append(element)
         return True
