@@ -92,7 +92,9 @@ class ConsumerService:
         except RetryAborted:
             return 0
         log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s", self.consumer_id,
-                 self.settings.threads, self.settings.heartbeat_ttl, self.keys.queue)
+                 self.settings.threads, self.settings.heartbeat_ttl,
+                 f"the partitions of a Redis Cluster ({len(self.directory.tags)} so far)"
+                 if self.directory.cluster else self.keys.queue)
         if self.settings.id_file:
             with open(self.settings.id_file, "w", encoding="utf-8") as out:
                 out.write(self.consumer_id + "\n")

@@ -88,7 +88,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         sink = ListSink(keys, scripts, run_id, bound, tags)
     pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, stop=stop, deadline=deadline, rate=settings.rate,
-                    events=metrics or NO_PRODUCER_EVENTS)
+                    events=metrics or NO_PRODUCER_EVENTS, partitions=len(tags) if tags else 1)
     progress = ProgressReporter(
         connect(settings.redis_url, settings.redis_cluster, socket_timeout=5.0,
                 name=f"producer-{run_id}-progress"),

@@ -57,12 +57,16 @@ class Pusher:
         deadline: float,
         rate: float = 0.0,
         events: ProducerEvents = NO_PRODUCER_EVENTS,
+        partitions: int = 1,
     ) -> None:
         self.sink = sink
         self.run_id = run_id
         self._batches = batches
         self.threads = threads
-        self.per_call = max(1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
+        # On a Redis Cluster a push is split into one call per partition: draw enough batches
+        # that each of those calls still carries a full share.
+        self.per_call = partitions * max(1, min(MAX_BATCHES_PER_CALL,
+                                                ITEMS_PER_CALL // batch_size))
         self.stop = stop
         self.deadline = deadline
         self.rate = rate
