@@ -77,12 +77,32 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
     }
     if tags:
         mapping["partitions"] = ",".join(tags)
-        for tag in tags:
-            client.hset(keys.partition(tag).run(plan.run_id).meta,
-                        mapping={"run": plan.run_id, "partitions": len(tags)})
+        write_partition_metas(client, keys, plan.run_id, tags, run=plan.run_id,
+                              partitions=len(tags))
         client.sadd(keys.partitions, *tags)
     client.hset(rk.meta, mapping=mapping)  # type: ignore[arg-type]
     client.zadd(keys.runs, {plan.run_id: now_ms})
+
+
+def write_partition_metas(client: redis.Redis, keys: Keys, run_id: str, tags: list[str],
+                          **fields: str | int) -> None:
+    """Copy ``fields`` of the run's meta into each partition's copy, which the scripts of that
+    partition read (they cannot read the run's own meta: it is in another slot)."""
+    for tag in tags:
+        client.hset(keys.partition(tag).run(run_id).meta, mapping=fields)  # type: ignore[arg-type]
+
+
+def pushed_bitmap(client: redis.Redis, keys: Keys, run_id: str) -> bytes:
+    """The run's ``pushed`` bitmap; on a Redis Cluster the partitions' bitmaps OR-ed together
+    (each holds the bits of its own batches only)."""
+    maps = [cast(bytes | None, client.get(part.run(run_id).pushed)) or b""
+            for part in run_partitions(client, keys, run_id)]
+    width = max((len(m) for m in maps), default=0)
+    merged = bytearray(width)
+    for bitmap in maps:
+        for index, byte in enumerate(bitmap):
+            merged[index] |= byte
+    return bytes(merged)
 
 
 def partitions_of(keys: Keys, partitions_field: bytes | str | None) -> list[Keys]:

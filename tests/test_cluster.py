@@ -23,7 +23,7 @@ from exactsum.keys import Keys
 from exactsum.localcluster import LocalCluster
 from exactsum.localredis import free_port
 from exactsum.protocol import encode
-from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry
+from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry, pushed_bitmap
 from producer_service.settings import parse_settings as producer_settings
 from tests.cluster_harness import (
     ClusterServices,
@@ -151,6 +151,8 @@ def test_every_script_runs_on_a_cluster_with_its_keys_in_one_slot(
         assert scripts.reclaim(keys=calls["reclaim"], args=["0"]) == 0
     result = audit(cclient, keys, plan, sum(values))
     assert result.exact, result
+    # Each partition's pushed bitmap holds its own batches; OR-ed, every batch of the run.
+    assert pushed_bitmap(cclient, keys, run_id) == bytes([0b11110000])
     assert result.sum == sum(values) and result.by_consumer == {consumer: len(values)}
 
 
