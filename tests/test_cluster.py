@@ -370,3 +370,25 @@ def test_metrics_on_a_cluster_add_the_partitions_up(
     final = scrape(port)
     assert metric_total(final, "exactsum_items_committed_total", run="metered") == items
     assert metric_total(final, "exactsum_queue_depth_batches") == 0
+
+
+@pytest.mark.timeout(180)
+def test_consumers_started_before_any_run_follow_runs_with_new_partitions(
+    shared_services: ClusterServices, tmp_path: Path
+) -> None:
+    """Consumers that start with no partition registered pick up a run of 2 partitions, then a
+    run of 5 more (a partition set that grew while they ran): both exact."""
+    consumers = [shared_services.consumer("--threads", "2") for _ in range(2)]
+    for proc in consumers:
+        shared_services.consumer_id(proc)
+    for run_id, partitions, seed in (("first", "2", 3), ("second", "7", 4)):
+        path, total_sum = numbers_file(tmp_path, 30_000, seed)
+        report = finish(shared_services.producer(
+            "--input", str(path), "--batch", "100", "--run-id", run_id, "--partitions",
+            partitions, name=f"producer-{run_id}"), timeout=150)
+        assert_exact(report, 30_000)
+        assert report["sum"] == total_sum
+    client = cluster_client(shared_services.redis_url)
+    by_partition = committed_by_partition(client, shared_services.keys, "second")
+    assert len(by_partition) == 7 and min(by_partition.values()) > 0, by_partition
+    client.close()
