@@ -133,3 +133,39 @@ bench: install $(VENV)/.bench-extra
 
 bench-quick: install
 	$(BIN)/python -m bench quick $(BENCH_ARGS)
+
+# --- Swarm: the stack on one or many Docker hosts (docs/swarm.md) --------------------------
+# `make images` builds the producer, consumer and dashboard images from the base images in .env
+# (PYTHON_IMAGE), tagged EXACTSUM_IMAGE_TAG (latest). With REGISTRY=host:port they are named
+# host:port/exactsum/... and `make images-push` pushes them; without one, `make images-save`
+# writes them (and REDIS_IMAGE) to one file for `docker load -i` on each other node.
+# The stack-* targets refuse, saying the command to run, on an engine that is no swarm manager.
+REGISTRY ?=
+STACK_NAME ?= exactsum
+IMAGES_TAR ?= exactsum-images.tar
+IMAGE_ENV = $(if $(REGISTRY),EXACTSUM_IMAGE_REPO=$(REGISTRY)/exactsum)
+
+.PHONY: images images-push images-save stack-up stack-scale stack-produce stack-down
+
+images:
+	$(IMAGE_ENV) $(COMPOSE) build producer consumer dashboard
+
+images-push:
+	@test -n "$(REGISTRY)" || { echo "images-push: set REGISTRY=host:port" >&2; exit 2; }
+	$(IMAGE_ENV) $(COMPOSE) push producer consumer dashboard
+
+images-save:
+	REGISTRY=$(REGISTRY) bash scripts/stack.sh save $(IMAGES_TAR)
+
+stack-up:
+	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh up
+
+stack-scale:
+	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh scale $(N)
+
+# One producer run on the stack's network: make stack-produce ARGS="--count 1000000".
+stack-produce:
+	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh produce $(ARGS)
+
+stack-down:
+	STACK_NAME=$(STACK_NAME) bash scripts/stack.sh down
