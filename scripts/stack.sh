@@ -15,6 +15,7 @@
 #   STACK_NAME   the stack's name (default exactsum): services <name>_redis, <name>_consumer...
 #   REGISTRY     a registry every node can pull from (host:port); unset, the images must
 #                exist on each node (`make images`, or docker save | docker load)
+#   STACK_DOTENV the .env file to read (default: the checkout's; empty: none)
 #   STACK_WAIT   seconds `up` waits for the services, and `down` for their removal (default 180)
 set -euo pipefail
 
@@ -26,8 +27,8 @@ die() { say "$*"; exit 1; }
 
 # load_dotenv: each NAME=VALUE of .env that the environment does not set already.
 load_dotenv() {
-    local file="$ROOT/.env" line name value
-    [ -f "$file" ] || return 0
+    local file=${STACK_DOTENV-$ROOT/.env} line name value
+    [ -n "$file" ] && [ -f "$file" ] || return 0
     while IFS= read -r line || [ -n "$line" ]; do
         line=${line%$'\r'}
         case "$line" in '' | '#'*) continue ;; esac
