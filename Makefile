@@ -140,10 +140,12 @@ bench-quick: install
 # host:port/exactsum/... and `make images-push` pushes them; without one, `make images-save`
 # writes them (and REDIS_IMAGE) to one file for `docker load -i` on each other node.
 # The stack-* targets refuse, saying the command to run, on an engine that is no swarm manager.
+# STACK_NAME (exactsum) may also come from .env; REGISTRY goes on the command line.
 REGISTRY ?=
-STACK_NAME ?= exactsum
+STACK_NAME ?=
 IMAGES_TAR ?= exactsum-images.tar
 IMAGE_ENV = $(if $(REGISTRY),EXACTSUM_IMAGE_REPO=$(REGISTRY)/exactsum)
+STACK_ENV = $(if $(STACK_NAME),STACK_NAME=$(STACK_NAME)) $(if $(REGISTRY),REGISTRY=$(REGISTRY))
 
 .PHONY: images images-push images-save stack-up stack-scale stack-produce stack-down
 
@@ -155,17 +157,17 @@ images-push:
 	$(IMAGE_ENV) $(COMPOSE) push producer consumer dashboard
 
 images-save:
-	REGISTRY=$(REGISTRY) bash scripts/stack.sh save $(IMAGES_TAR)
+	$(STACK_ENV) bash scripts/stack.sh save $(IMAGES_TAR)
 
 stack-up:
-	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh up
+	$(STACK_ENV) bash scripts/stack.sh up
 
 stack-scale:
-	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh scale $(N)
+	$(STACK_ENV) bash scripts/stack.sh scale $(N)
 
 # One producer run on the stack's network: make stack-produce ARGS="--count 1000000".
 stack-produce:
-	STACK_NAME=$(STACK_NAME) REGISTRY=$(REGISTRY) bash scripts/stack.sh produce $(ARGS)
+	$(STACK_ENV) bash scripts/stack.sh produce $(ARGS)
 
 stack-down:
-	STACK_NAME=$(STACK_NAME) bash scripts/stack.sh down
+	$(STACK_ENV) bash scripts/stack.sh down
