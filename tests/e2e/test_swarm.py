@@ -5,8 +5,8 @@ Each run sums 300,000 numbers that the test draws itself (|n| < 2**40) and hands
 on stdin (`--input -`), so the expected sum is the test's own, not the producer's. The consumers
 are slowed down (3 ms of simulated I/O per item, batches of 1,000: 3 s per batch) so that a run
 lasts long enough, about 75 s over three consumers, for Swarm to scale or restart tasks in the
-middle of it (starting a task took up to 30 s on two busy cores), and so that every consumer
-holds claimed batches when it is killed.
+middle of it (at 1 ms, a 25 s run was over before `docker service scale` 3 -> 6 returned on two
+busy cores), and so that every consumer holds claimed batches when it is killed.
 
 The swarm is made here when the engine is in none, and left again at the end; a swarm that
 existed stays. The stack has a unique name, and its services, network and volume are removed
