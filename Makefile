@@ -15,7 +15,7 @@ PREFLIGHT := bash scripts/host-setup.sh --for
 preflight-%:
 	@$(PREFLIGHT) $*
 
-.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot
+.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot options-doc
 
 # Re-installs when pyproject.toml changes, so a pulled dependency never goes missing.
 $(VENV)/.installed: pyproject.toml
@@ -56,6 +56,10 @@ screenshot: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# docs/options.md from the services' --help (tests/test_options_doc.py checks they match).
+options-doc: install
+	$(BIN)/python scripts/options_doc.py
 
 # As root on a fresh Debian/Ubuntu host: redis-server and the other system packages the tests
 # use, a Docker engine with the compose plugin, and the base images (pulled, or built from
