@@ -9,11 +9,12 @@ ARGS ?=
 # pytest's options for `make test`: -v names each test as it runs (a long run shows where it is).
 # `make test PYTEST_ARGS="-q tests/test_protocol.py"` runs a selection.
 PYTEST_ARGS ?= -v
-# The pre-flight of a target: nothing when the host has what it needs. It comes before
-# `install`, so that a host without python3-venv hears it first.
-PREFLIGHT := bash scripts/host-setup.sh --for
+# The pre-flight of a target (scripts/host-setup.sh --for): silent when the host has what the
+# target needs; as root it sets up what is missing; otherwise make stops with the one line it
+# prints, naming the command to run. It comes before `install`, so a host without python3-venv
+# hears it first.
 preflight-%:
-	@$(PREFLIGHT) $*
+	@$(eval preflight_stop := $(shell bash scripts/host-setup.sh --for $*))$(if $(preflight_stop),$(error $(preflight_stop)))
 
 .PHONY: install run test test-fast lint clean host-setup status dashboard screenshot options-doc
 

@@ -9,8 +9,9 @@
 #                                           and `make run` (local)
 #
 # With --for, a host that has everything passes in a fraction of a second and prints nothing.
-# What is missing is set up when run as root; otherwise one line names what is missing and the
-# one command that sets it up, and the exit status is 1. Idempotent: what is there is left alone.
+# What is missing is set up when run as root (its progress on stderr); otherwise one line on
+# stdout, which make shows as its error, names what is missing and the one command that sets it
+# up, and the exit status is 1. Idempotent: what is there is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -130,16 +131,21 @@ cmd_for() {
         return 0
     fi
     if [ "$(id -u)" != 0 ]; then
-        echo "make $target: missing $missing_words; run \`sudo make host-setup\` once, then \`make $target\` again" >&2
+        echo "make $target: missing $missing_words; run \`sudo make host-setup\` once, then \`make $target\` again"
         exit 1
     fi
     say "make $target needs $missing_words; setting up only that"
+    # Nothing of the set-up on stdout: make reads the pre-flight's stdout as its error line, and
+    # a piece that fails must say so there.
     for piece in "${pieces[@]}"; do
         case $piece in
             packages) install_packages ;;
             engine) bash scripts/docker-engine.sh start ;;
             images) setup_images ;;
-        esac
+        esac >&2 || {
+            echo "make $target: setting up $piece failed (see above); \`sudo make host-setup\` retries it"
+            exit 1
+        }
     done
     setup_overcommit
 }
