@@ -27,13 +27,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: preflight-local install
+run: preflight-run install
 	CONSUMERS=$(CONSUMERS) $(BIN)/python scripts/run_local.py $(ARGS)
 
 test: preflight-test install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: preflight-local install
+test-fast: preflight-test-fast install
 	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
 # The status of the compose stack's runs (`make status ARGS=--watch`), from the dashboard image

@@ -5,8 +5,8 @@
 #
 #   bash scripts/host-setup.sh              everything, as root (`make host-setup`, CI)
 #   bash scripts/host-setup.sh --for TARGET only what TARGET needs and lacks: the pre-flight of
-#                                           `make up` (up), `make test` (test), `make test-fast`
-#                                           and `make run` (local)
+#                                           `make up`, `make test`, `make test-fast`, `make run`
+#                                           (TARGET up, test, test-fast, run)
 #
 # With --for, a host that has everything passes in a fraction of a second and prints nothing.
 # What is missing is set up when run as root (its progress on stderr); otherwise one line on
@@ -18,21 +18,24 @@ export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "host-setup: $*" >&2; }
 
-# The system packages the tests use; fills the array `packages` with those that are missing.
+# The system packages TARGET uses (default: everything's); fills the array `packages` with those
+# that are missing.
 missing_packages() {
+    local target=${1:-all}
     packages=()
     command -v redis-server >/dev/null || packages+=(redis-server)   # make run, the tests' servers
+    # make install's .venv (Debian splits venv and ensurepip out of python3).
+    python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
+    [ "$target" != run ] || return 0
     command -v openssl >/dev/null || packages+=(openssl)             # the TLS test's certificate
     command -v ip >/dev/null || packages+=(iproute2)                 # the chaos run's namespaces
     # The dashboard's browser test drives Debian's Chromium with Playwright (never a browser that
     # Playwright downloads); under CI=true it fails when /usr/bin/chromium is missing.
     [ -x /usr/bin/chromium ] || packages+=(chromium)
-    # make install's .venv (Debian splits venv and ensurepip out of python3).
-    python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 }
 
 install_packages() {
-    missing_packages
+    missing_packages "${1:-all}"
     ((${#packages[@]})) || return 0
     say "installing ${packages[*]}"
     apt-get update -qq
@@ -98,7 +101,7 @@ missing_for() {
     local target=$1 words=()
     pieces=()
     if [ "$target" != up ]; then
-        missing_packages
+        missing_packages "$target"
         if ((${#packages[@]})); then
             pieces+=(packages)
             words+=("${packages[*]}")
@@ -124,7 +127,7 @@ missing_for() {
 
 cmd_for() {
     local target=$1 piece
-    case $target in up | test | local) ;; *) say "unknown target $target"; exit 2 ;; esac
+    case $target in up | test | test-fast | run) ;; *) say "unknown target $target"; exit 2 ;; esac
     missing_for "$target"
     if ((${#pieces[@]} == 0)); then
         setup_overcommit
@@ -139,7 +142,7 @@ cmd_for() {
     # a piece that fails must say so there.
     for piece in "${pieces[@]}"; do
         case $piece in
-            packages) install_packages ;;
+            packages) install_packages "$target" ;;
             engine) bash scripts/docker-engine.sh start ;;
             images) setup_images ;;
         esac >&2 || {
@@ -160,6 +163,6 @@ cmd_all() {
 
 case "${1:-}" in
     "") cmd_all ;;
-    --for) cmd_for "${2:?--for needs a target: up, test or local}" ;;
-    *) echo "usage: $0 [--for up|test|local]" >&2; exit 2 ;;
+    --for) cmd_for "${2:?--for needs a target: up, test, test-fast or run}" ;;
+    *) echo "usage: $0 [--for up|test|test-fast|run]" >&2; exit 2 ;;
 esac
