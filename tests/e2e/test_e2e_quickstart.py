@@ -119,8 +119,9 @@ def test_readme_quick_start_from_a_clean_clone(docker_client: Any, images: dict[
     clone = tmp_path / "exactsum"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     commands = quick_start(clone / "README.md")
-    project = f"exactsum-e2e-readme-{uuid.uuid4().hex[:6]}"
-    env = project_env(project, tmp_path, EXACTSUM_IMAGE_TAG=f"{IMAGE_TAG}-readme")
+    suffix = uuid.uuid4().hex[:6]
+    project, tag = f"exactsum-e2e-readme-{suffix}", f"{IMAGE_TAG}-readme-{suffix}"
+    env = project_env(project, tmp_path, EXACTSUM_IMAGE_TAG=tag)
     try:
         # Run it: the verdict is the last line a user sees, and the exit status is the run's.
         up = run(shlex.split(commands["run it"]), clone, env, timeout=600)
@@ -155,6 +156,11 @@ def test_readme_quick_start_from_a_clean_clone(docker_client: Any, images: dict[
         assert "test_three_consumers_sum_exactly PASSED" in tested.stdout, shown(tested)
     finally:
         remove_project(docker_client, project, clone, env)
+        # The clone's images (their layers are the session's): only the tags of this test.
+        for image in docker_client.images.list(filters={"reference": f"exactsum/*:{tag}"}):
+            for name in image.tags:
+                if name.endswith(f":{tag}"):
+                    docker_client.images.remove(name)
 
 
 @pytest.mark.timeout(600)
