@@ -131,7 +131,10 @@ class Stack:
         self.compose(*args, *services)
 
     def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "2", check=False)
+        # Every profile's services: without --profile '*', compose leaves those of a profile that
+        # is not enabled running (the rq test's), and with them the project's network.
+        self.compose("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "2",
+                     check=False)
         # One-off `run` containers that compose left behind, if any.
         for container in self.containers(None, oneoff=None):
             container.remove(force=True, v=True)
