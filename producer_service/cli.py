@@ -16,7 +16,8 @@ from producer_service.settings import parse_settings
 from producer_service.source import InputError
 
 
-def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None,
+         abort: threading.Event | None = None) -> int:
     settings = parse_settings(argv)
     setup_logging(settings.log_level, settings.log_format, service="producer",
                   identity=settings.run_id or "-")
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         stop = threading.Event()
         stop_on_signals(stop, signal.SIGTERM, signal.SIGINT)
     try:
-        return run(settings, stop)
+        return run(settings, stop, abort)
     except InputError as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return EXIT_USAGE
