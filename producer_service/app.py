@@ -7,6 +7,7 @@ fences the earlier producer if it still runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -41,7 +42,7 @@ from producer_service.progress import ProgressReporter
 from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
 from producer_service.rq_sink import RqSink
 from producer_service.settings import ProducerSettings
-from producer_service.source import RandomSource, Source, StreamSource, open_input
+from producer_service.source import FileSource, RandomSource, Source, StreamSource, open_input
 
 log = logging.getLogger("producer")
 
@@ -61,6 +62,8 @@ def run(settings: ProducerSettings, stop: threading.Event,
     second signal) interrupts a stream's run too."""
     keys = Keys(settings.key_prefix)
     source = _source(settings, stop)
+    if settings.validate_only:
+        return _validate_only(source, settings.json)
     streaming = isinstance(source, StreamSource)
     halt = (abort or threading.Event()) if streaming else stop  # ends pushing and waiting
 
@@ -183,6 +186,26 @@ def run(settings: ProducerSettings, stop: threading.Event,
         if status == 0:
             return EXIT_BAD_LINE
     return status
+
+
+def _validate_only(source: Source, as_json: bool) -> int:
+    """``--validate-only``: the validation pass alone (a stream is read to its end)."""
+    if not isinstance(source, FileSource):  # a file's first pass was its validation
+        for _ in source.batches():
+            pass
+    error = source.error if isinstance(source, StreamSource) else None
+    items = source.read if isinstance(source, StreamSource) else source.items
+    record = {"items": items, "sum": source.expected_sum, "fingerprint": source.fingerprint(),
+              "input_error": error}
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        sys.stdout.write(f"valid: {items} items, sum {source.expected_sum}, fingerprint "
+                         + " ".join(f"{k}={v}" for k, v in source.fingerprint().items()) + "\n")
+    if error is not None:
+        sys.stderr.write(f"producer: error: {error}\n")
+        return EXIT_USAGE
+    return 0
 
 
 def _source(settings: ProducerSettings, stop: threading.Event) -> Source:

@@ -50,6 +50,7 @@ class ProducerSettings:
     rq_job_timeout: int
     rq_retries: int
     rq_result_ttl: int
+    validate_only: bool
 
 
 def build_parser() -> EnvParser:
@@ -91,6 +92,9 @@ def build_parser() -> EnvParser:
     add("--rate", env="PRODUCER_RATE", default=0.0, type=non_negative_float,
         help="push at most this many items per second, one batch at a time (0: as fast as "
         "possible); for latency measurements")
+    parser.add_env_flag("--validate-only", env="PRODUCER_VALIDATE_ONLY",
+                        help="read the input, check every line and print its item count, sum "
+                        "and fingerprint; push nothing (no Redis needed)")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
     parser.add_metrics_options("PRODUCER_METRICS_PORT")
