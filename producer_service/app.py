@@ -196,7 +196,7 @@ def _validate_only(source: Source, as_json: bool) -> int:
     error = source.error if isinstance(source, StreamSource) else None
     items = source.read if isinstance(source, StreamSource) else source.items
     record = {"items": items, "sum": source.expected_sum, "fingerprint": source.fingerprint(),
-              "input_error": error}
+              "input_error": error, "peak_rss_mib": report.peak_rss_mib()}
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
     else:

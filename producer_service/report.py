@@ -22,6 +22,19 @@ class Facts:
     input_error: str | None = None  # a stream's bad line: "stdin: line N: why"
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (the kernel's VmHWM; Linux only). Not getrusage's
+    ru_maxrss: that one keeps the high-water mark of the process before its exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def verdict(audit: Audit, facts: Facts | None = None) -> str:
     if facts is not None and not facts.complete:
         return (f"INCOMPLETE: {audit.not_pushed} items not pushed yet; resume with the same "
@@ -43,6 +56,7 @@ def as_json(audit: Audit, elapsed_s: float, timed_out: bool, facts: Facts | None
     record["items_per_s"] = round(audit.produced / elapsed_s, 1) if elapsed_s > 0 else None
     record["timed_out"] = timed_out
     record.update(asdict(facts))
+    record["peak_rss_mib"] = peak_rss_mib()
     record["verdict"] = verdict(audit, facts)
     return json.dumps(record)
 
