@@ -53,7 +53,8 @@ def as_json(audit: Audit, elapsed_s: float, timed_out: bool, facts: Facts | None
     facts = facts or Facts()
     record = audit.as_dict()
     record["elapsed_s"] = round(elapsed_s, 3)
-    record["items_per_s"] = round(audit.produced / elapsed_s, 1) if elapsed_s > 0 else None
+    attempted = audit.produced - facts.pushed_before  # this attempt's items
+    record["items_per_s"] = round(attempted / elapsed_s, 1) if elapsed_s > 0 else None
     record["timed_out"] = timed_out
     record.update(asdict(facts))
     record["peak_rss_mib"] = peak_rss_mib()
@@ -63,7 +64,7 @@ def as_json(audit: Audit, elapsed_s: float, timed_out: bool, facts: Facts | None
 
 def as_text(audit: Audit, elapsed_s: float, timed_out: bool, facts: Facts | None = None) -> str:
     facts = facts or Facts()
-    rate = audit.produced / elapsed_s if elapsed_s > 0 else 0.0
+    rate = (audit.produced - facts.pushed_before) / elapsed_s if elapsed_s > 0 else 0.0
     lines = [f"run {audit.run_id}"]
     if facts.resumed:
         lines.append(f"  resumed           : attempt {facts.epoch}; {facts.pushed_before} items "
