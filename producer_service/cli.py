@@ -13,7 +13,7 @@ from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
 from producer_service.app import EXIT_USAGE, run
 from producer_service.settings import parse_settings
-from producer_service.source import InputError
+from producer_service.source import InputError, Interrupted
 
 
 def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None,
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None,
     except InputError as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return EXIT_USAGE
+    except Interrupted as exc:
+        sys.stderr.write(f"producer: {exc}\n")
+        return 1
     except RetryAborted as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return 1

@@ -35,8 +35,12 @@ from producer_service.lines import (
     split_sums,
 )
 
-__all__ = ["FileSource", "InputError", "OutBatch", "RandomSource", "Source", "StreamSource",
-           "check_sum_bounds", "open_input"]
+__all__ = ["FileSource", "InputError", "Interrupted", "OutBatch", "RandomSource", "Source",
+           "StreamSource", "check_sum_bounds", "open_input"]
+
+class Interrupted(Exception):
+    """A signal came before anything was pushed: the producer stops, with no run made."""
+
 
 # Whether batch ``seq`` is already pushed (by an earlier attempt of the run): it is not made again.
 Skip = Callable[[int], bool]
@@ -95,12 +99,16 @@ class FileSource(Source):
     """One integer per line, from a file that can be read twice (a path, or stdin redirected
     from a regular file). The constructor is the validation pass; :meth:`batches` the second."""
 
-    def __init__(self, stream: BinaryIO, name: str, batch_size: int) -> None:
+    def __init__(self, stream: BinaryIO, name: str, batch_size: int,
+                 stop: threading.Event | None = None) -> None:
         self.stream, self.name, self.batch_size = stream, name, batch_size
         reader = BlockReader(stream)
         line = 1
         positive = negative = 0
         for block in reader.blocks():
+            if stop is not None and stop.is_set():
+                raise Interrupted(f"{name}: interrupted while validating (line {line}); "
+                                  "nothing was pushed")
             values = parse_block(block, line, name, reader.offset - len(block))
             line += len(values)
             plus, minus = split_sums(values)
@@ -255,7 +263,7 @@ def open_input(path: str, batch_size: int, stop: threading.Event) -> Source:
     numbers.txt``), streamed otherwise (a pipe, a terminal, a socket)."""
     if path == "-":
         if stat.S_ISREG(os.fstat(0).st_mode):
-            return FileSource(os.fdopen(0, "rb", closefd=False), "stdin", batch_size)
+            return FileSource(os.fdopen(0, "rb", closefd=False), "stdin", batch_size, stop)
         return StreamSource(0, "stdin", batch_size, stop)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - read twice, closed at exit
@@ -263,4 +271,4 @@ def open_input(path: str, batch_size: int, stop: threading.Event) -> Source:
         raise InputError(f"{path}: {exc.strerror}") from None
     if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):  # a named pipe: streamed
         return StreamSource(os.dup(stream.fileno()), path, batch_size, stop)
-    return FileSource(stream, path, batch_size)
+    return FileSource(stream, path, batch_size, stop)
