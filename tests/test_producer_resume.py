@@ -205,3 +205,31 @@ def test_a_slow_pipe_is_summed_live_and_exactly_up_to_sigterm(
     # Progress was live: committed counts went up while the stream was still being read.
     committed = [int(line.split("committed ")[1].split(" ")[0]) for line in live]
     assert committed and max(committed) > 0, live
+
+
+@pytest.mark.timeout(60)
+def test_a_second_signal_interrupts_a_stream_that_waits_for_consumers(
+        services: Services, client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """No consumer: the first SIGTERM ends the input and the producer waits for the lines it
+    read to be counted; the second interrupts that wait (exit 1): the run is unverified, its
+    lines pending on the queue."""
+    record = tmp_path / "written.txt"
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(record), "12"],
+                              stdout=subprocess.PIPE)
+    try:
+        producer = services.producer("--input", "-", "--batch", "10", "--run-id", "pipe",
+                                     stdin=writer.stdout)
+        assert writer.stdout is not None
+        writer.stdout.close()
+        wait_until(lambda: pushed_batches(client, keys, "pipe") >= 3, 30, "3 batches pushed")
+        producer.signal(signal.SIGTERM)
+        wait_until(lambda: "waiting for the consumers" in producer.stderr, 30, "the wait")
+        producer.signal(signal.SIGTERM)
+        assert producer.wait(timeout=30) == 1, producer.stderr[-2000:]
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+    report = producer.report()
+    assert report["ended_by"] == "signal" and report["committed"] == 0
+    assert report["pending"] == report["lines_read"] == report["produced"] >= 30
+    assert meta(client, keys, "pipe")["state"] == "unverified"
