@@ -102,6 +102,7 @@ class FileSource(Source):
     def __init__(self, stream: BinaryIO, name: str, batch_size: int,
                  stop: threading.Event | None = None) -> None:
         self.stream, self.name, self.batch_size = stream, name, batch_size
+        self.start = stream.tell()  # stdin may be a file opened at an offset: read from there
         reader = BlockReader(stream)
         line = 1
         positive = negative = 0
@@ -125,7 +126,7 @@ class FileSource(Source):
                 "lines": str(self.items), "batch_size": str(self.batch_size)}
 
     def batches(self, skip: Skip = _never) -> Iterator[OutBatch]:
-        self.stream.seek(0)
+        self.stream.seek(self.start)
         reader = BlockReader(self.stream)
         yield from _cut(self._values(reader), self.batch_size, skip)
         if reader.hasher.hexdigest() != self.sha256 or reader.offset != self.size:
