@@ -120,11 +120,12 @@ def test_two_producers_of_one_run_the_older_is_fenced(
         services: Services, client: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     items = 300_000
     path, total = numbers_file(tmp_path, items)
-    for _ in range(2):
-        services.consumer("--threads", "2", "--work-io-ms", "0.01")
+    for _ in range(2):  # about 80 batches a second: the older pushes for seconds
+        services.consumer("--threads", "2", "--work-io-ms", "0.05")
     older = start(services, path, name="older")
     wait_until(lambda: pushed_batches(client, keys) >= 30, 120, "30 batches pushed")
     newer = start(services, path, name="newer")
+    assert pushed_batches(client, keys) < items // BATCH  # the older one is still pushing
     assert older.wait(timeout=120) == 4, older.stderr[-3000:]
     assert f"run '{RUN}' was taken over by another producer" in older.stderr
     report = finish(newer, timeout=200)
