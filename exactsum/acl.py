@@ -33,9 +33,10 @@ OPTIONAL_USERS = ("observer",)
 _COMMON = ["+ping", "+client|setname", "+evalsha", "+eval", "+script|load"]
 
 _PRODUCER_COMMANDS = [
-    # direct: plan and state, progress, audit, retention of its own keys
-    "+hsetnx", "+hset", "+zadd", "+get", "+llen", "+bitcount", "+getbit", "+hgetall",
-    "+lrange", "+expire",
+    # direct: plan and state (WATCHed: the epoch fences), progress, audit, retention of its
+    # own keys, and taking them back on resume
+    "+hsetnx", "+hset", "+hget", "+hdel", "+zadd", "+get", "+llen", "+bitcount", "+getbit",
+    "+hgetall", "+lrange", "+expire", "+persist", "+watch", "+unwatch", "+multi", "+exec",
     # inside push.lua
     "+lpush", "+setbit",
 ]

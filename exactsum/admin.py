@@ -3,7 +3,7 @@
     python -m exactsum.admin dead list [--run ID] [--json]
     python -m exactsum.admin dead requeue [--run ID] (--all | --index N ...)
     python -m exactsum.admin dead drop [--run ID] (--all | --index N ...)
-    python -m exactsum.admin audit --run ID [--json]
+    python -m exactsum.admin audit --run ID [--json]     (or: status --run ID)
 
 Without ``--run`` the commands act on dead letters that belong to no run (foreign elements).
 Requeue puts a batch back on the queue as unresolved, so consumers try it again (a batch of a
@@ -11,6 +11,10 @@ run of the RQ transport goes back as an RQ job, on the run's RQ queue); drop mov
 entry to a list of dropped entries, where the run's audit still accounts for its items. Both
 are atomic scripts and act on an entry only if it is still there, so two operators cannot
 requeue the same batch twice.
+
+``audit`` (or ``status``) judges a run again; of a run that is not fully pushed (its producer
+died, or was interrupted) it says so, how many batches were pushed, whether its producer still
+shows signs of life, and how to resume it, and exits 4.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -29,7 +34,7 @@ from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
 from exactsum.rqjobs import JobOptions, enqueue_jobs
-from exactsum.runs import RunPlan, audit
+from exactsum.runs import INCOMPLETE_STATES, PRODUCER_SILENCE_S, RunPlan, audit
 from exactsum.scripts import Scripts
 
 
@@ -38,9 +43,13 @@ def build_parser() -> EnvParser:
                        description="Dead letters: list, requeue, drop.")
     parser.add_common_options()
     topics = parser.add_subparsers(dest="topic", required=True)
-    audit_cmd = topics.add_parser("audit", help="judge a run again from what Redis holds")
-    audit_cmd.add_argument("--run", required=True, help="run id")
-    audit_cmd.add_argument("--json", action="store_true", help="print the audit as JSON")
+    for name in ("audit", "status"):
+        audit_cmd = topics.add_parser(name, help="judge a run again from what Redis holds; "
+                                      "say whether it is incomplete and how to resume it")
+        audit_cmd.add_argument("run_id", nargs="?", default=None, metavar="RUN",
+                               help="run id (or --run)")
+        audit_cmd.add_argument("--run", default=None, help="run id")
+        audit_cmd.add_argument("--json", action="store_true", help="print the audit as JSON")
     dead = topics.add_parser("dead", help="dead letters")
     actions = dead.add_subparsers(dest="action", required=True)
     for name, text in (("list", "show dead letters"), ("requeue", "put them back on the queue"),
@@ -75,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
     client = make_client(args.redis_url, socket_timeout=10.0)
-    if args.topic == "audit":
-        return _audit(client, keys, args.run, args.json)
+    if args.topic in ("audit", "status"):
+        run_id = args.run or args.run_id
+        if not run_id:
+            print(f"error: {args.topic} needs a run id", file=sys.stderr)
+            return 2
+        return _audit(client, keys, run_id, args.json)
     rk = keys.run(args.run) if args.run else None
     dead_list = rk.dead if rk else keys.dead
     entries = cast(list[bytes], client.lrange(dead_list, 0, -1))
@@ -166,17 +179,66 @@ def _requeue_rq(client: redis.Redis, keys: Keys, run_id: str, raw: bytes, elemen
 def _audit(client: redis.Redis, keys: Keys, run_id: str, as_json: bool) -> int:
     raw = cast(dict[bytes, bytes], client.hgetall(keys.run(run_id).meta))
     meta = {k.decode(): v.decode() for k, v in raw.items()}
-    if "expected_sum" not in meta:
-        print(f"error: run {run_id!r} is unknown, expired, or not fully pushed", file=sys.stderr)
+    if "items" not in meta:
+        print(f"error: run {run_id!r} is unknown or expired", file=sys.stderr)
         return 2
+    state = meta.get("state", "?")
+    complete = state not in INCOMPLETE_STATES and "expected_sum" in meta
     plan = RunPlan(run_id, int(meta["items"]), int(meta["batch_size"]))
-    result = audit(client, keys, plan, int(meta["expected_sum"]))
+    result = audit(client, keys, plan, int(meta.get("expected_sum", 0)), complete)
+    producer = _producer_note(meta)
+    record = {**result.as_dict(), "state": state, "complete": complete, "producer": producer}
+    if not complete:
+        record["resume"] = _resume_hint(run_id, meta)
+        record["pushed_batches"] = int(client.bitcount(keys.run(run_id).pushed))
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(json.dumps(record))
+    elif not complete:
+        print(f"run {run_id} is INCOMPLETE ({state}): its producer {producer}")
+        batches = meta.get("batches", "?") if meta.get("source_kind") != "stream" else "?"
+        print(f"  batches pushed    : {record['pushed_batches']} of {batches} "
+              f"(batches of {meta['batch_size']})")
+        if meta.get("source_kind") == "stream":
+            print(f"  lines read        : {meta.get('items_read', '?')} (a stream)")
+        print(f"  items committed   : {result.committed}, sum so far {result.sum}")
+        print(f"  items pending     : {result.pending} (pushed, not counted yet)")
+        print(f"  dead-lettered     : {result.dead_lettered}")
+        print(record["resume"])
     else:
-        for name, value in result.as_dict().items():
+        for name, value in record.items():
             print(f"{name:>14}: {value}")
+    if not complete:
+        return 4
     return 0 if result.exact else (3 if result.accounted else 1)
+
+
+def _producer_note(meta: dict[str, str]) -> str:
+    seen = meta.get("producer_seen_ms")
+    if seen is None:
+        return "left no sign of life"
+    ago = time.time() - int(seen) / 1000
+    state = meta.get("state")
+    if state == "interrupted":
+        return f"was interrupted ({ago:.0f} s ago)"
+    if state in INCOMPLETE_STATES | {"pushed"} and ago > PRODUCER_SILENCE_S:
+        return f"is gone (last seen {ago:.0f} s ago; it died or was killed)"
+    if state in INCOMPLETE_STATES | {"pushed"}:
+        return f"is still running (last seen {ago:.1f} s ago)"
+    return f"finished ({state})"
+
+
+def _resume_hint(run_id: str, meta: dict[str, str]) -> str:
+    if meta.get("resumable", "yes") != "yes":
+        return (f"it cannot be resumed: {meta['resumable']}; what was pushed is counted, "
+                "start a new run for the rest")
+    kind = meta.get("source_kind")
+    source = {"file": f"the same file (sha256 {meta.get('source_sha256', '?')[:12]}..., "
+                      f"{meta.get('source_lines', '?')} lines)",
+              "random": f"--count {meta.get('source_count')} --min {meta.get('source_min')} "
+                        f"--max {meta.get('source_max')} --seed {meta.get('source_seed')}"}
+    return (f"to resume it: run the producer again with {source.get(kind or '', 'the same source')}"
+            f", --batch {meta['batch_size']} and --run-id {run_id}; batches already pushed are "
+            "not pushed again")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Each push carries several batches, so a round trip carries thousands of items: o
 ``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
 (``producer_service.rq_sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
 which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
-is the backpressure: the thread waits and sends the rest again.
+is the backpressure: the thread waits and sends the rest again. Either pushes only while this
+producer's epoch is the run's (:class:`exactsum.runs.ProducerFenced` otherwise): a producer that
+resumed the run since has taken it over, and this one stops.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import encode_text
+from exactsum.runs import ProducerFenced
 from exactsum.scripts import Scripts
 from producer_service.source import OutBatch
 
@@ -39,6 +42,7 @@ class BatchSink(Protocol):
     of them, from the first, are now pushed, counting those already pushed by an earlier call
     whose reply was lost; it stops at the first that does not fit under the queue's bound.
     Sending the same batches again must be harmless: :func:`retrying` re-sends after errors.
+    It raises :class:`ProducerFenced`, having pushed nothing, when the run's epoch has moved on.
     """
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int: ...
@@ -57,12 +61,16 @@ class Pusher:
         deadline: float,
         rate: float = 0.0,
         events: ProducerEvents = NO_PRODUCER_EVENTS,
+        streaming: bool = False,
     ) -> None:
         self.sink = sink
         self.run_id = run_id
         self._batches = batches
         self.threads = threads
-        self.per_call = max(1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
+        # A stream's batches go one per call, each as soon as its lines are there, rather than
+        # waiting for the lines of several.
+        self.per_call = 1 if streaming else max(
+            1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
         self.stop = stop
         self.deadline = deadline
         self.rate = rate
@@ -70,15 +78,23 @@ class Pusher:
         self._lock = threading.Lock()
         self._drawn_items = 0
         self._started = 0.0
+        self._failed = threading.Event()  # a thread failed: the others stop drawing
         self.pushed_items = 0
 
     def run(self) -> None:
-        """Push everything; re-raise the first error of any thread."""
+        """Push everything; re-raise the first error of any thread (the others stop)."""
         self._started = time.monotonic()
         with ThreadPoolExecutor(self.threads, thread_name_prefix="push") as pool:
             futures = [pool.submit(self._work) for _ in range(self.threads)]
             for future in futures:
                 future.result()
+
+    def _work(self) -> None:
+        try:
+            self._work_loop()
+        except BaseException:
+            self._failed.set()
+            raise
 
     def _draw(self) -> tuple[list[OutBatch], list[float]]:
         """The next batches, and when each is due (``--rate``; empty when unpaced).
@@ -104,8 +120,8 @@ class Pusher:
                 self._drawn_items += batch.count
             return chunk, dues
 
-    def _work(self) -> None:
-        while not self.stop.is_set():
+    def _work_loop(self) -> None:
+        while not self.stop.is_set() and not self._failed.is_set():
             chunk, dues = self._draw()
             if not chunk:
                 return
@@ -147,18 +163,26 @@ class Pusher:
 
 class ListSink:
     """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
-    once (the run's ``pushed`` bitmap), and stops at the queue's bound."""
+    once (the run's ``pushed`` bitmap), and stops at the queue's bound; it checks the run's
+    epoch in the same atomic step."""
 
-    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int) -> None:
+    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int,
+                 epoch: int) -> None:
         self.scripts = scripts
-        self.keys = [keys.queue, keys.run(run_id).pushed]
-        self.bound = bound
+        rk = keys.run(run_id)
+        self.keys = [keys.queue, rk.pushed, rk.meta]
+        self.run_id, self.bound, self.epoch = run_id, bound, epoch
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
-        args: list[bytes | int] = [self.bound]
+        args: list[bytes | int] = [self.bound, self.epoch]
         for seq, _, element in batches:
             args += [seq, element]
-        return int(self.scripts.push(keys=self.keys, args=args))
+        handled = int(self.scripts.push(keys=self.keys, args=args))
+        if handled < 0:
+            raise ProducerFenced(f"run {self.run_id!r} was taken over by another producer "
+                                 f"(this producer's epoch {self.epoch} is past); this producer "
+                                 "stops and leaves the run to it")
+        return handled
 
 
 def queue_bound(max_queue_items: int, batch_size: int) -> int:

@@ -3,6 +3,7 @@ nothing pushed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -54,9 +55,32 @@ def test_bad_input_file_exits_2_with_the_line(
     assert_nothing_pushed(client, keys)
 
 
-def test_bad_stdin_names_stdin_and_the_line(services: Services, client: redis.Redis,
-                                            keys: Keys) -> None:
-    result = run_producer(services, "--input", "-", stdin=b"1\n2\nx\n")
+def test_bad_line_on_a_stream_stops_there_and_counts_what_came_before(
+        services: Services, client: redis.Redis, keys: Keys) -> None:
+    """A pipe cannot be validated before pushing: the lines before the bad one are the run,
+    counted exactly, and exit 5 says the input stopped at a bad line."""
+    services.consumer("--threads", "2")
+    result = run_producer(services, "--input", "-", "--batch", "2", "--json",
+                          stdin=b"1\n2\n40\nx\n500\n")
+    assert result.returncode == 5, result.stderr
+    assert "stdin: line 4: 'x' is not an integer" in result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["input_error"] == "stdin: line 4: 'x' is not an integer"
+    assert (report["produced"], report["committed"], report["sum"]) == (3, 3, 43)
+    assert report["lines_read"] == 3 and report["ended_by"] == "bad line"
+    assert report["exact"] is True
+
+
+def test_stdin_redirected_from_a_bad_file_is_refused_before_pushing(
+        services: Services, client: redis.Redis, keys: Keys, tmp_path: object) -> None:
+    """stdin that is a regular file is read twice like any file: refused before any push."""
+    path = f"{tmp_path}/numbers.txt"
+    with open(path, "wb") as out:
+        out.write(b"1\n2\nx\n")
+    with open(path, "rb") as stdin:
+        result = subprocess.run([sys.executable, "-m", "producer_service", "--input", "-"],
+                                stdin=stdin, capture_output=True, text=True, timeout=60,
+                                env=services.env())
     assert result.returncode == 2
     assert "stdin: line 3: 'x' is not an integer" in result.stderr
     assert_nothing_pushed(client, keys)

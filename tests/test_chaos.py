@@ -77,7 +77,7 @@ def test_short_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> None:
     assert result["checker"]["persistent"] == []
     assert result["checker"]["samples"] > 50
     kinds = {k["kind"]: k for k in result["kinds"]}
-    expected = {"sigkill", "sigstop", "redis"}
+    expected = {"sigkill", "sigstop", "redis", "producer"}
     if netns.unavailable_reason() is None:
         expected.add("partition")
     assert expected <= set(kinds), f"seed {seed}: {sorted(kinds)}"
@@ -86,6 +86,8 @@ def test_short_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> None:
     # Late returners (SIGSTOP, partition) had their stale commits refused, not counted.
     assert result["stale_commits"] > 0 and result["reclaimed"] > 0
     assert result["retried"] > 0  # flaky failures went through retry.lua under the faults
+    # The producer was SIGKILLed mid-push and resumed by the same command: one more attempt.
+    assert result["producer_attempts"] >= 2
 
 
 @pytest.mark.slow

@@ -22,10 +22,10 @@ def _state(client: redis.Redis, keys: Keys, scripts: Scripts) -> list[bytes]:
     """Run r1, 4 batches of 2: batch 0 committed, 1 claimed, 2 and 3 queued."""
     create_run(client, keys, RunPlan("r1", 8, 2), "test")
     elements = [encode("r1", s, [s, 1]) for s in range(4)]
-    args: list[object] = [0]
+    args: list[object] = [0, 1]
     for seq, element in enumerate(elements):
         args += [seq, element]
-    scripts.push(keys=[keys.queue, keys.run("r1").pushed], args=args)
+    scripts.push(keys=[keys.queue, keys.run("r1").pushed, keys.run("r1").meta], args=args)
     rk = keys.run("r1")
     for thread in (0, 1):
         client.lmove(keys.queue, keys.inflight("c1", thread), "RIGHT", "LEFT")
@@ -98,8 +98,8 @@ def test_a_seed_replays_its_schedule_with_every_kind_early() -> None:
     first = schedule(42, 60, list(KINDS), 2.0)
     assert first == schedule(42, 60, list(KINDS), 2.0)
     assert first != schedule(43, 60, list(KINDS), 2.0)
-    assert {e.kind for e in first[:4]} == set(KINDS)
-    assert all(e.at < 60 for e in first) and first[3].at < 30
+    assert {e.kind for e in first[:len(KINDS)]} == set(KINDS)
+    assert all(e.at < 60 for e in first) and first[len(KINDS) - 1].at < 32
     redis_kills = [e for e in first if e.kind == "redis"]
     for a, b in itertools.pairwise(redis_kills):
         assert b.at >= a.at + a.hold  # one Redis outage at a time

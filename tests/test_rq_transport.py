@@ -21,10 +21,10 @@ import redis
 from exactsum.keys import Keys, RqKeys, job_id, parse_job_id
 from exactsum.localredis import LocalRedis
 from exactsum.rqjobs import JobOptions
-from exactsum.runs import RunPlan, create_run
+from exactsum.runs import ProducerFenced, RunPlan, create_run
 from exactsum.scripts import Scripts
 from producer_service.rq_sink import RqSink
-from tests.procs import Proc, Services, assert_exact, finish, wait_until
+from tests.procs import Proc, Services, assert_exact, finish, numbers_file, wait_until
 from tests.procs import committed as committed_items
 
 QUEUE = "q"
@@ -313,6 +313,49 @@ def test_redis_killed_and_restarted_mid_rq_run(
     assert_exact(report, 100000)
 
 
+@pytest.mark.timeout(240)
+def test_rq_producer_sigkilled_mid_push_is_resumed_exactly(
+        own_services: Services, rclient: redis.Redis, tmp_path: Any) -> None:
+    """The same as the native transport's resume: the pushed bitmap says what was enqueued, the
+    resumed producer enqueues the rest, and no job is enqueued twice."""
+    path, total = numbers_file(tmp_path, 100_000)
+    keys = own_services.keys
+    for _ in range(2):
+        _consumer(own_services, "--threads", "2")
+    args = (*RQ, "--input", str(path), "--batch", "1000", "--max-queue", "5000", "--run-id",
+            "rqresume")
+    first = own_services.producer(*args, name="first")
+    wait_until(lambda: rclient.bitcount(keys.run("rqresume").pushed) >= 20, 90, "20 jobs")
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    at_kill = int(rclient.bitcount(keys.run("rqresume").pushed))
+    assert at_kill < 100
+    report = finish(own_services.producer(*args, name="resumed"), timeout=200)
+    assert_exact(report, 100_000)
+    assert report["sum"] == total and report["resumed"] and report["epoch"] == 2
+    assert report["pushed_before"] >= at_kill * 1000
+    rk = keys.run("rqresume")
+    assert rclient.bitcount(rk.done) == 100 and int(rclient.get(rk.stale) or 0) == 0
+
+
+@pytest.mark.timeout(30)
+def test_rq_push_of_a_fenced_producer_enqueues_nothing(rclient: redis.Redis) -> None:
+    keys = Keys("t")
+    _plan(rclient, keys, "r1", 30, 10)
+    old = RqSink(rclient, keys, "r1", bound=0, options=JobOptions(queue=QUEUE), epoch=1)
+    batches = [(seq, 10, b"pc1|r1|%d|10|0|1,1,1,1,1,1,1,1,1,1" % seq) for seq in range(3)]
+    assert old.send(batches[:1]) == 1
+    rclient.hincrby(keys.run("r1").meta, "epoch", 1)  # another producer resumed the run
+    with pytest.raises(ProducerFenced, match="taken over by another producer"):
+        old.send(batches)
+    assert rclient.lrange(RqKeys(QUEUE).queue, 0, -1) == [b"t-r1-0"]
+    assert rclient.bitcount(keys.run("r1").pushed) == 1
+    assert rclient.hlen(keys.run("r1").batches) == 1
+    new = RqSink(rclient, keys, "r1", bound=0, options=JobOptions(queue=QUEUE), epoch=2)
+    assert new.send(batches) == 3
+    assert rclient.lrange(RqKeys(QUEUE).queue, 0, -1) == [b"t-r1-0", b"t-r1-1", b"t-r1-2"]
+
+
 # -- the scripts and the enqueue on their own ------------------------------------------------
 
 
@@ -326,7 +369,7 @@ def _plan(client: redis.Redis, keys: Keys, run_id: str, items: int, batch: int) 
 def test_enqueue_is_once_only_and_stops_at_the_bound(rclient: redis.Redis) -> None:
     keys = Keys("t")
     _plan(rclient, keys, "r1", 30, 10)
-    sink = RqSink(rclient, keys, "r1", bound=2, options=JobOptions(queue=QUEUE))
+    sink = RqSink(rclient, keys, "r1", bound=2, options=JobOptions(queue=QUEUE), epoch=1)
     batches = [(seq, 10, b"pc1|r1|%d|10|0|1,1,1,1,1,1,1,1,1,1" % seq) for seq in range(3)]
     assert sink.send(batches) == 2  # the third does not fit under the bound
     assert sink.send(batches) == 2  # re-sent: nothing new, still no room
