@@ -98,6 +98,14 @@ def _overlong(data: bytes) -> int:
     return len(data) if len(data) > 4 * BLOCK_BYTES else 0
 
 
+def _whole_lines(carry: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+    """``(block, carry)``: the whole lines of ``carry + chunk`` (an empty block while no line is
+    complete yet, unless the data is already overlong) and what is left for the next chunk."""
+    data = carry + chunk if carry else chunk
+    cut = data.rfind(b"\n") + 1 or _overlong(data)
+    return data[:cut], data[cut:]
+
+
 class BlockReader:
     """Blocks of whole lines of a file, its SHA-256 and its size in bytes as it goes."""
 
@@ -113,12 +121,10 @@ class BlockReader:
             if not chunk:
                 break
             self.hasher.update(chunk)
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n") + 1 or _overlong(data)
-            carry = data[cut:]
-            if cut:
-                self.offset += cut
-                yield data[:cut] if data[cut - 1:cut] == b"\n" else data[:cut] + b"\n"
+            block, carry = _whole_lines(carry, chunk)
+            if block:
+                self.offset += len(block)
+                yield block if block.endswith(b"\n") else block + b"\n"
         if carry:
             self.offset += len(carry)
             yield carry + b"\n"
@@ -148,12 +154,10 @@ class PipeReader:
             chunk = os.read(self.fd, BLOCK_BYTES)
             if not chunk:
                 break
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n") + 1 or _overlong(data)
-            carry = data[cut:]
-            if cut:
-                self.offset += cut
-                yield data[:cut] if data[cut - 1:cut] == b"\n" else data[:cut] + b"\n"
+            block, carry = _whole_lines(carry, chunk)
+            if block:
+                self.offset += len(block)
+                yield block if block.endswith(b"\n") else block + b"\n"
         if carry:
             self.offset += len(carry)
             yield carry + b"\n"
