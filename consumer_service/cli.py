@@ -7,13 +7,13 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from consumer_service.rq_service import RqConsumerService
 from consumer_service.service import ConsumerService, new_consumer_id
 from consumer_service.settings import parse_settings
 from exactsum.connection import FATAL_ERRORS
 from exactsum.logs import set_context, setup_logging
 from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
+from exactsum.transport.rq.pool import RqConsumerService
 
 
 def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:

@@ -20,14 +20,14 @@ from functools import partial
 from consumer_service.failures import FailureInjector
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.latency import LatencyHistogram, write_stats
-from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
-from consumer_service.worker import Worker
 from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.metrics import ConsumerMetrics
 from exactsum.scripts import Scripts
+from exactsum.transport.native.reclaimer import Reclaimer
+from exactsum.transport.native.worker import Worker
 
 log = logging.getLogger("consumer")
 

@@ -52,7 +52,7 @@ def create_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
     ``producer`` must be unique to this producer process: a call re-sent after a lost reply
     finds its own name in the meta and goes on, where another producer's run is refused.
     ``transport_facts`` are what the transport needs to know of the run later (the RQ queue and
-    job options: :meth:`exactsum.rqjobs.JobOptions.as_meta`).
+    job options: :meth:`exactsum.transport.rq.jobs.JobOptions.as_meta`).
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state`.
     """
@@ -84,7 +84,7 @@ def set_state(
 
 FINAL_STATES = frozenset({"verified", "unverified", "dead-lettered"})
 # Each side expires the keys it writes, so neither needs write access to the other's keys
-# (with the ACL users of exactsum.acl, the producer cannot touch a sum, not even its TTL).
+# (with the ACL users of exactsum_admin.acl, the producer cannot touch a sum, not even its TTL).
 PRODUCER_WRITES = ("meta", "pushed", "batches")
 
 

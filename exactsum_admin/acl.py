@@ -1,6 +1,6 @@
 """Least-privilege Redis users for the services, as an ACL file.
 
-    python -m exactsum.acl [--key-prefix pc] [--out users.acl]
+    python -m exactsum_admin.acl [--key-prefix pc] [--out users.acl]
 
 Three users: ``producer`` may push and read its runs but cannot change a sum; ``consumer`` may
 claim, commit and reclaim but cannot push or mark anything pushed; ``admin`` may do anything
@@ -116,7 +116,7 @@ def passwords_from_env() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exactsum.acl", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m exactsum_admin.acl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key-prefix", type=key_prefix,
                         default=os.environ.get("KEY_PREFIX", Keys().prefix))

@@ -1,9 +1,9 @@
-"""``python -m exactsum.admin``: look at dead letters, and requeue or drop them.
+"""``python -m exactsum_admin``: look at dead letters, and requeue or drop them.
 
-    python -m exactsum.admin dead list [--run ID] [--json]
-    python -m exactsum.admin dead requeue [--run ID] (--all | --index N ...)
-    python -m exactsum.admin dead drop [--run ID] (--all | --index N ...)
-    python -m exactsum.admin audit --run ID [--json]
+    python -m exactsum_admin dead list [--run ID] [--json]
+    python -m exactsum_admin dead requeue [--run ID] (--all | --index N ...)
+    python -m exactsum_admin dead drop [--run ID] (--all | --index N ...)
+    python -m exactsum_admin audit --run ID [--json]
 
 Without ``--run`` the commands act on dead letters that belong to no run (foreign elements).
 Requeue puts a batch back on the queue as unresolved, so consumers try it again (a batch of a
@@ -28,13 +28,13 @@ from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
-from exactsum.rqjobs import JobOptions, enqueue_jobs
 from exactsum.runs import RunPlan, audit
 from exactsum.scripts import Scripts
+from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 
 def build_parser() -> EnvParser:
-    parser = EnvParser(prog="python -m exactsum.admin",
+    parser = EnvParser(prog="python -m exactsum_admin",
                        description="Dead letters: list, requeue, drop.")
     parser.add_common_options()
     topics = parser.add_subparsers(dest="topic", required=True)

@@ -17,13 +17,13 @@ from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
-from exactsum.rqjobs import JobOptions
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
 from exactsum.scripts import Scripts
+from exactsum.transport.rq.jobs import JobOptions
+from exactsum.transport.rq.sink import RqSink
 from producer_service import report
 from producer_service.progress import ProgressReporter
 from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
-from producer_service.rq_sink import RqSink
 from producer_service.settings import ProducerSettings
 from producer_service.source import FileSource, RandomSource
 

@@ -2,7 +2,7 @@
 
 Each push carries several batches, so a round trip carries thousands of items: one call of
 ``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
-(``producer_service.rq_sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
+(``exactsum.transport.rq.sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
 which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
 is the backpressure: the thread waits and sends the rest again.
 """
@@ -33,7 +33,7 @@ MAX_BATCHES_PER_CALL = 256
 
 
 class BatchSink(Protocol):
-    """Where pushes go: the native list (:class:`ListSink`) or RQ (``producer_service.rq_sink``).
+    """Where pushes go: the native list (:class:`ListSink`) or RQ (``exactsum.transport.rq.sink``).
 
     ``send`` takes ``(sequence number, items, element)`` triples in order and returns how many
     of them, from the first, are now pushed, counting those already pushed by an earlier call

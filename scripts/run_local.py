@@ -14,7 +14,7 @@ import sys
 import time
 
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 
 
 def main(argv: list[str]) -> int:

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
 from exactsum.scripts import Scripts
+from tests.localredis import LocalRedis
 from tests.procs import Services
 
 

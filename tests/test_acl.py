@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from exactsum.acl import acl_file
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+from exactsum_admin.acl import acl_file
+from tests.localredis import LocalRedis
 from tests.procs import Services, assert_exact, finish, numbers_file
 
 PASSWORDS = {user: f"{user}-secret-password" for user in ("producer", "consumer", "admin")}
@@ -56,7 +56,7 @@ def test_services_run_exactly_with_their_own_users(
         assert report["dead_lettered"] > 0  # the dead-letter scripts ran under the ACL too
         # and the admin may requeue them
         requeued = subprocess.run(
-            [sys.executable, "-m", "exactsum.admin", "dead", "requeue", "--run",
+            [sys.executable, "-m", "exactsum_admin", "dead", "requeue", "--run",
              report["run_id"], "--all"],
             capture_output=True, text=True, timeout=30,
             env=services.env(**creds("admin")),

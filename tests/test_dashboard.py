@@ -22,9 +22,9 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
-from exactsum.localredis import free_port
 from observe.dashboard import Poller, changes, create_app
 from observe.snapshot import ConsumerView, RunView, Snapshot
+from tests.localredis import free_port
 from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 
 CHROMIUM = "/usr/bin/chromium"

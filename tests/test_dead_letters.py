@@ -18,16 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer_service.failures import FailureInjector
-from consumer_service.worker import Worker
 from exactsum.keys import Keys
 from exactsum.protocol import encode
 from exactsum.runs import RunPlan, create_run
 from exactsum.scripts import Scripts
+from exactsum.transport.native.worker import Worker
 from tests.procs import Services, assert_exact, finish, numbers_file, wait_until
 
 
 def admin(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exactsum.admin", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "exactsum_admin", *args], capture_output=True,
                           text=True, timeout=60, env=services.env())
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 
 ITEMS = 200_000

@@ -19,11 +19,11 @@ import pytest
 import redis
 
 from exactsum.keys import Keys, RqKeys, job_id, parse_job_id
-from exactsum.localredis import LocalRedis
-from exactsum.rqjobs import JobOptions
 from exactsum.runs import RunPlan, create_run
 from exactsum.scripts import Scripts
-from producer_service.rq_sink import RqSink
+from exactsum.transport.rq.jobs import JobOptions
+from exactsum.transport.rq.sink import RqSink
+from tests.localredis import LocalRedis
 from tests.procs import Proc, Services, assert_exact, finish, wait_until
 from tests.procs import committed as committed_items
 
@@ -261,7 +261,7 @@ def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
 
     def admin(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "exactsum.admin", *args], capture_output=True, text=True,
+            [sys.executable, "-m", "exactsum_admin", *args], capture_output=True, text=True,
             timeout=30, env=own_services.env(), check=False)
 
     requeued = admin("dead", "requeue", "--run", report["run_id"], "--all")

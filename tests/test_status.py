@@ -20,10 +20,10 @@ from typing import Any, cast
 import pytest
 import redis
 
-from exactsum.acl import acl_file
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+from exactsum_admin.acl import acl_file
 from observe.snapshot import take
+from tests.localredis import LocalRedis
 from tests.observing import status_json
 from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 

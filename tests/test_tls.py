@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 from tests.procs import Services, assert_exact, finish, numbers_file
 
 

@@ -21,8 +21,8 @@ import docker
 from docker.models.containers import Container
 
 from exactsum.keys import Keys
-from exactsum.localredis import free_port
 from exactsum.protocol import ForeignElement, decode
+from tests.localredis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

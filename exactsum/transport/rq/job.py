@@ -1,7 +1,7 @@
 """The RQ job of the RQ transport: count one batch into its run's sum, exactly once.
 
-RQ runs :func:`count_batch` with the run id and the batch number (``exactsum.rqjobs``). The job
-reads the batch's element and lease, computes the batch's sum, and commits it through
+RQ runs :func:`count_batch` with the run id and the batch number (``jobs``). The job reads
+the batch's element and lease, computes the batch's sum, and commits it through
 ``commit_job.lua``, which counts a batch once whatever RQ does: a job that RQ runs twice (put
 back after its worker was declared dead, retried after an error, re-sent after a lost reply)
 finds its batch counted or its lease moved on, and counts nothing.
@@ -25,19 +25,19 @@ import redis
 from rq import get_current_job
 
 from consumer_service.failures import FailureInjector
-from consumer_service.worker import (
-    ALREADY_COUNTED,
-    COUNTED,
-    FENCED,
-    UNKNOWN_RUN,
-    simulate_work,
-)
 from exactsum.connection import make_client, retrying
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Scripts
+from exactsum.transport.native.worker import (
+    ALREADY_COUNTED,
+    COUNTED,
+    FENCED,
+    UNKNOWN_RUN,
+    simulate_work,
+)
 
 log = logging.getLogger("consumer.rq_job")
 

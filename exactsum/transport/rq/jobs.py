@@ -23,7 +23,7 @@ from rq.queue import EnqueueData
 from exactsum.keys import job_id
 
 # Imported by the RQ worker by name; the producer never imports the consumer's code.
-JOB_FUNCTION = "consumer_service.rq_job.count_batch"
+JOB_FUNCTION = "exactsum.transport.rq.job.count_batch"
 DEFAULT_QUEUE = "exactsum"
 
 

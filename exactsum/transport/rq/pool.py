@@ -1,7 +1,7 @@
 """The consumer service in RQ mode (``--transport rq``): a pool of RQ worker processes, a
 heartbeat, a reclaimer, and an orderly stop.
 
-The pool is ``--threads`` processes of ``consumer_service.rq_worker`` (RQ's SimpleWorker; see
+The pool is ``--threads`` processes of ``exactsum.transport.rq.worker`` (RQ's SimpleWorker; see
 there why processes). This process watches them: a worker that exits while the service runs is
 dead, its jobs are put back at once (the reclaimer's next pass is woken), and a new worker takes
 its place, after a backoff that grows while workers keep dying young. Workers are named
@@ -28,12 +28,12 @@ from typing import cast
 import redis
 
 from consumer_service.heartbeat import Heartbeat
-from consumer_service.rq_reclaimer import RqReclaimer, consumer_of
-from consumer_service.rq_worker import CONFIG_ENV, WorkerConfig
 from consumer_service.settings import ConsumerSettings
 from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.keys import Keys
 from exactsum.scripts import Scripts
+from exactsum.transport.rq.reclaimer import RqReclaimer, consumer_of
+from exactsum.transport.rq.worker import CONFIG_ENV, WorkerConfig
 
 log = logging.getLogger("consumer")
 
@@ -147,7 +147,7 @@ class RqConsumerService:
         with self._lock:
             self._live.add(slot.name)
         slot.process = subprocess.Popen(
-            [sys.executable, "-m", "consumer_service.rq_worker"],
+            [sys.executable, "-m", "exactsum.transport.rq.worker"],
             env={**os.environ, CONFIG_ENV: config.to_env()}, stdin=subprocess.DEVNULL,
         )
         slot.started_at = time.monotonic()

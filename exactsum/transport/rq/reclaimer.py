@@ -39,9 +39,9 @@ from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
-from exactsum.rqjobs import JobOptions, enqueue_jobs
 from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
 from exactsum.scripts import Scripts
+from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 log = logging.getLogger("consumer.rq_reclaimer")
 

@@ -18,7 +18,7 @@ import redis
 from rq import Queue
 
 from exactsum.keys import Keys, RqKeys
-from exactsum.rqjobs import JobOptions, enqueue_jobs
+from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 
 class RqSink:

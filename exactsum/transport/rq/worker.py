@@ -1,6 +1,6 @@
-"""One RQ worker process of the consumer service's pool (``python -m consumer_service.rq_worker``).
+"""One RQ worker process of a consumer's pool (``python -m exactsum.transport.rq.worker``).
 
-The consumer service starts ``--threads`` of these and watches them (``rq_service``). Each is
+The consumer service starts ``--threads`` of these and watches them (``pool``). Each is
 RQ's :class:`~rq.SimpleWorker`, which runs jobs in its own process: RQ's default ``Worker``
 forks a child per job, which costs more than counting a batch does. One process per worker,
 rather than threads, because RQ's workers are built to own their process: signal handlers,
@@ -27,10 +27,10 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from consumer_service.failures import FailureInjector
-from consumer_service.rq_job import JobContext, install
 from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.logs import set_context, setup_logging
+from exactsum.transport.rq.job import JobContext, install
 
 log = logging.getLogger("consumer.rq_worker")
 
