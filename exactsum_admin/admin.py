@@ -29,7 +29,7 @@ from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import RunPlan, audit
-from exactsum.scripts import Scripts
+from exactsum.scripts import Moved, Scripts
 from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 
@@ -105,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index in chosen:
         raw = entries[index]
         if args.action == "drop":
-            done += int(scripts.drop_dead(keys=[dead_list, rk.dropped if rk else keys.dropped],
-                                          args=[raw]))
+            moved = scripts.drop_dead(keys=[dead_list, rk.dropped if rk else keys.dropped],
+                                      args=[raw])
+            done += Moved(int(moved)) == Moved.MOVED
             continue
         element = base64.b64decode(json.loads(raw)["element_b64"])
         seq, count = "", 0
@@ -121,11 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             done += _requeue_rq(client, keys, args.run, raw, element, int(seq), count,
                                 rq_options)
             continue
-        done += int(scripts.requeue_dead(
+        done += Moved(int(scripts.requeue_dead(
             keys=[dead_list, keys.queue, rk.done if rk else dead_list,
                   rk.dead_items if rk else dead_list, rk.attempts if rk else dead_list],
             args=[raw, element, seq, count],
-        ))
+        ))) == Moved.MOVED
     print(f"{args.action}: {done} of {len(chosen)} entries")
     return 0
 

@@ -32,23 +32,13 @@ from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.runs import dead_letter_entry
-from exactsum.scripts import Scripts
+from exactsum.scripts import Commit, DeadLetter, Retry, Scripts
+from exactsum.transport.work import simulate_work
 
 log = logging.getLogger("consumer.worker")
 
-COUNTED, ALREADY_COUNTED, FENCED, UNKNOWN_RUN, OVERFLOW = 1, 0, -1, -2, -3
 # A claim of several elements aims at about this many items.
 CLAIM_ITEMS = 1024
-
-
-def simulate_work(items: int, cpu_us: float, io_ms: float) -> None:
-    """Stand-in for real per-item work, for benchmarks and demos."""
-    if cpu_us:
-        end = time.perf_counter() + items * cpu_us / 1e6
-        while time.perf_counter() < end:
-            pass
-    if io_ms:
-        time.sleep(items * io_ms / 1000)
 
 
 class Worker(threading.Thread):
@@ -219,32 +209,33 @@ class Worker(threading.Thread):
         )
         now_us = time.time_ns() // 1000
         claim_s = time.monotonic() - taken_at
-        statuses = [int(status) for status in reply[:-1]]
+        statuses = [Commit(int(status)) for status in reply[:-1]]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
-        self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
+        self.taken -= sum(status not in (Commit.UNKNOWN_RUN, Commit.OVERFLOW)
+                          for status in statuses)
         self._note_left(int(reply[-1]))
         for (element, batch), status in zip(group, statuses, strict=True):
-            if status == COUNTED:
+            if status == Commit.COUNTED:
                 self.committed_items += batch.count
                 self.latency.record(now_us - batch.pushed_us, batch.count)
                 self.events.on_commit(batch, claim_s)
-            elif status == ALREADY_COUNTED:
+            elif status == Commit.ALREADY_COUNTED:
                 self.events.on_refused(batch, "already_counted")
                 log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                          batch.run_id, batch.seq)
-            elif status == FENCED:
+            elif status == Commit.FENCED:
                 self.events.on_refused(batch, "fenced")
                 log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
                             "holds it now counts it", self.name, batch.run_id, batch.seq)
-            elif status == UNKNOWN_RUN:
+            elif status == Commit.UNKNOWN_RUN:
                 self._dead_letter_foreign(element, f"run {batch.run_id!r} is unknown or expired")
-            elif status == OVERFLOW:
+            elif status == Commit.OVERFLOW:
                 self._dead_letter_batch(element, batch,
                                         "the run's sum would leave signed 64 bits")
 
-    def _call(self, what: str, operation: Callable[[], Any]) -> tuple[int, int]:
+    def _call(self, what: str, operation: Callable[[], Any]) -> tuple[DeadLetter, int]:
         reply = retrying(operation, what, log, stop=self.halt, on_error=self._mark_resync)
-        return int(reply[0]), int(reply[-1])
+        return DeadLetter(int(reply[0])), int(reply[-1])
 
     def _failed(self, element: bytes, batch: Batch, reasons: list[str]) -> None:
         """Processing failed: another attempt, or dead letters once attempts are used up."""
@@ -256,16 +247,16 @@ class Worker(threading.Thread):
             ),
             "retry", log, stop=self.halt, on_error=self._mark_resync,
         )
-        status, attempts, left = (int(x) for x in reply)
+        status, attempts, left = Retry(int(reply[0])), int(reply[1]), int(reply[2])
         summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5
                                              else "")
-        if status == 2:
+        if status == Retry.ATTEMPTS_USED_UP:
             # Still in our list: the dead-letter call resolves it.
             self._dead_letter_batch(element, batch, f"{summary} (after {attempts} attempts)",
                                     attempts=attempts)
             return
         self.taken -= 1
-        if status == 1:
+        if status == Retry.REQUEUED:
             log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
                         batch.run_id, batch.seq, attempts, self.max_attempts, summary)
             self.events.on_retry(batch)
@@ -289,7 +280,7 @@ class Worker(threading.Thread):
             ),
         )
         self.taken -= 1
-        if status == 1:
+        if status == DeadLetter.DEAD_LETTERED:
             log.warning("%s: dead-lettered an element that is not ours (%d bytes): %s",
                         self.name, len(element), reason)
             self.events.on_foreign()
@@ -308,7 +299,7 @@ class Worker(threading.Thread):
             ),
         )
         self.taken -= 1
-        if status == 1:
+        if status == DeadLetter.DEAD_LETTERED:
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
             self.events.on_dead_letter(batch)

@@ -30,14 +30,8 @@ from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import dead_letter_entry
-from exactsum.scripts import Scripts
-from exactsum.transport.native.worker import (
-    ALREADY_COUNTED,
-    COUNTED,
-    FENCED,
-    UNKNOWN_RUN,
-    simulate_work,
-)
+from exactsum.scripts import Commit, DeadLetter, Scripts
+from exactsum.transport.work import simulate_work
 
 log = logging.getLogger("consumer.rq_job")
 
@@ -108,24 +102,24 @@ def count_batch(run_id: str, seq: int) -> str:
             return _dead_letter(ctx, run_id, element, seq, batch.count, lease,
                                 f"{summary} (after {attempts} attempts)", attempts)
     simulate_work(batch.count, ctx.work_cpu_us, ctx.work_io_ms)
-    status = int(retrying(
+    status = Commit(int(retrying(
         lambda: ctx.scripts.commit_job(
             keys=[rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer, rk.stale, rk.batches,
                   rk.leases],
             args=[ctx.consumer_id, seq, batch.count, batch.total, lease],
         ),
         "commit", log,
-    ))
-    if status == COUNTED:
+    )))
+    if status == Commit.COUNTED:
         return f"counted {batch.count} items, sum {batch.total}"
-    if status == ALREADY_COUNTED:
+    if status == Commit.ALREADY_COUNTED:
         log.info("batch %s/%d was already resolved; not counted again", run_id, seq)
         return "already resolved"
-    if status == FENCED:
+    if status == Commit.FENCED:
         log.warning("batch %s/%d: this job was put back while its worker seemed dead; the "
                     "execution holding the new lease counts it", run_id, seq)
         return "fenced"
-    if status == UNKNOWN_RUN:
+    if status == Commit.UNKNOWN_RUN:
         return _dead_letter(ctx, run_id, element, seq, batch.count, lease,
                             f"run {run_id!r} is unknown or expired", 1)
     return _dead_letter(ctx, run_id, element, seq, batch.count, lease,
@@ -146,14 +140,14 @@ def _dead_letter(ctx: JobContext, run_id: str, element: bytes, seq: int, items: 
     rk = ctx.keys.run(run_id)
     entry = dead_letter_entry(element, reason, ctx.consumer_id, run=run_id, seq=seq,
                               items=items, attempts=attempts)
-    status = int(retrying(
+    status = DeadLetter(int(retrying(
         lambda: ctx.scripts.dead_letter_job(
             keys=[rk.done, rk.dead, rk.dead_items, rk.batches, rk.leases],
             args=[seq, items, entry, lease],
         ),
         "dead-letter", log,
-    ))
-    if status == 1:
+    )))
+    if status == DeadLetter.DEAD_LETTERED:
         log.error("batch %s/%d (%d items) dead-lettered: %s", run_id, seq, items, reason)
         return f"dead-lettered: {reason}"
-    return "already resolved" if status == 0 else "fenced"
+    return "already resolved" if status == DeadLetter.ALREADY_RESOLVED else "fenced"

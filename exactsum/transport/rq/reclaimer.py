@@ -40,12 +40,11 @@ from exactsum.keys import Keys, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
-from exactsum.scripts import Scripts
+from exactsum.scripts import DeadLetter, Moved, ReclaimJob, Scripts
 from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 log = logging.getLogger("consumer.rq_reclaimer")
 
-REQUEUED, DEAD_LETTERED = 1, 2
 # An id that stayed this long in RQ's intermediate queue without being started is stranded.
 STRANDED_AFTER_S = 5.0
 
@@ -150,18 +149,19 @@ class RqReclaimer(threading.Thread):
         entry = dead_letter_entry(
             element, f"its RQ worker {worker} died during the job, and the job had no retries "
             "left", self.consumer_id, run=run_id, seq=seq, items=items, attempts=1)
-        status, lease = self.scripts.reclaim_job(
+        reply, lease = self.scripts.reclaim_job(
             keys=[self.rq.started, self.rq.queue, RqKeys.job(job_id), rk.done, rk.leases,
                   rk.batches, rk.dead, rk.dead_items, self.keys.reclaimed],
             args=[member, job_id, seq, items, entry],
         )
-        if int(status) == REQUEUED:
+        status = ReclaimJob(int(reply))
+        if status == ReclaimJob.REQUEUED:
             log.warning("job %s: its worker %s is dead; put back on the queue (lease %s)",
                         job_id, worker, lease)
-        elif int(status) == DEAD_LETTERED:
+        elif status == ReclaimJob.DEAD_LETTERED:
             log.error("job %s: its worker %s is dead and it has no retries left; its batch "
                       "(%d items) is dead-lettered", job_id, worker, items)
-        return 1 if int(status) else 0
+        return 0 if status == ReclaimJob.NOTHING else 1
 
     # -- job ids stranded between taken and started ------------------------------------------
 
@@ -182,9 +182,9 @@ class RqReclaimer(threading.Thread):
         for job_id in overdue:
             if job_id in started:
                 continue
-            if int(self.scripts.rescue_job(
+            if Moved(int(self.scripts.rescue_job(
                     keys=[self.rq.intermediate, self.rq.queue, self.rq.first_seen(job_id)],
-                    args=[job_id])):
+                    args=[job_id]))) == Moved.MOVED:
                 rescued += 1
                 log.warning("job %s was stranded in RQ's intermediate queue (taken by a "
                             "worker, never started); put back on the queue", job_id)
@@ -291,13 +291,13 @@ class RqReclaimer(threading.Thread):
         items = _items(element)
         entry = dead_letter_entry(element, reason, self.consumer_id, run=run_id, seq=seq,
                                   items=items, attempts=1)
-        status = int(self.scripts.dead_letter_job(
+        status = DeadLetter(int(self.scripts.dead_letter_job(
             keys=[rk.done, rk.dead, rk.dead_items, rk.batches, rk.leases],
             args=[seq, items, entry, lease],
-        ))
-        if status == 1:
+        )))
+        if status == DeadLetter.DEAD_LETTERED:
             log.error("job %s: %s; its batch (%d items) is dead-lettered", job_id, reason, items)
-        return 1 if status == 1 else 0
+        return 1 if status == DeadLetter.DEAD_LETTERED else 0
 
 
 def _items(element: bytes) -> int:
