@@ -13,7 +13,6 @@ from exactsum.connection import FATAL_ERRORS
 from exactsum.logs import set_context, setup_logging
 from exactsum.metrics import MetricsServerError
 from exactsum.signals import stop_on_signals
-from exactsum.transport.rq.pool import RqConsumerService
 
 
 def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None) -> int:
@@ -26,12 +25,7 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         setup_logging(settings.log_level, settings.log_format, service="consumer",
                       identity=consumer_id)
         set_context(consumer=consumer_id)
-        service: ConsumerService | RqConsumerService
-        if settings.transport == "rq":
-            service = RqConsumerService(settings, consumer_id)
-        else:
-            service = ConsumerService(settings, consumer_id)
-        return service.serve(stop)
+        return ConsumerService(settings, consumer_id).serve(stop)
     except MetricsServerError as exc:
         sys.stderr.write(f"consumer: error: {exc}\n")
         return 2

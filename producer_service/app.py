@@ -12,18 +12,17 @@ import uuid
 
 import redis
 
+from exactsum import transport as transports
 from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.events import NO_PRODUCER_EVENTS
-from exactsum.keys import Keys, RqKeys
+from exactsum.keys import Keys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
 from exactsum.scripts import Scripts
-from exactsum.transport.rq.jobs import JobOptions
-from exactsum.transport.rq.sink import RqSink
 from producer_service import report
 from producer_service.progress import ProgressReporter
-from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
+from producer_service.pusher import Pusher, queue_bound
 from producer_service.settings import ProducerSettings
 from producer_service.source import FileSource, RandomSource
 
@@ -46,10 +45,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
                               settings.batch)
 
     run_id = settings.run_id or new_run_id()
-    job_options = (JobOptions(queue=settings.rq_queue, timeout_s=settings.rq_job_timeout,
-                              retries=settings.rq_retries,
-                              result_ttl_s=settings.rq_result_ttl)
-                   if settings.transport == "rq" else None)
+    transport = transports.get(settings.transport)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items, settings.batch)
     client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
@@ -65,7 +61,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
     try:
         retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport,
-                                    **(job_options.as_meta() if job_options else {})),
+                                    **transport.run_meta(settings)),
                  "create run", log,
                  stop=stop, deadline=deadline)
     except ValueError as exc:
@@ -73,14 +69,10 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         return EXIT_USAGE
     log.info("run %s: %d items in %d batches of up to %d, over %s", run_id, plan.items,
              plan.batches, plan.batch_size,
-             f"RQ queue {settings.rq_queue!r}" if settings.transport == "rq" else keys.queue)
+             transport.queue_label(keys, settings.rq_queue))
 
     bound = queue_bound(settings.max_queue, settings.batch)
-    sink: BatchSink
-    if job_options is not None:
-        sink = RqSink(client, keys, run_id, bound, job_options)
-    else:
-        sink = ListSink(keys, scripts, run_id, bound)
+    sink = transport.sink(client, keys, scripts, run_id, bound, settings)
     pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, stop=stop, deadline=deadline, rate=settings.rate,
                     events=metrics or NO_PRODUCER_EVENTS)
@@ -88,7 +80,7 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
         interval=settings.progress_interval,
-        queue_key=RqKeys(settings.rq_queue).queue if settings.transport == "rq" else None,
+        queue_key=transport.queue_key(keys, settings.rq_queue),
     )
     progress.start()
     timed_out = False

@@ -21,10 +21,10 @@ from rq import Queue, Retry
 from rq.queue import EnqueueData
 
 from exactsum.keys import job_id
+from exactsum.transport.rq import DEFAULT_QUEUE
 
 # Imported by the RQ worker by name; the producer never imports the consumer's code.
 JOB_FUNCTION = "exactsum.transport.rq.job.count_batch"
-DEFAULT_QUEUE = "exactsum"
 
 
 @dataclass(frozen=True)

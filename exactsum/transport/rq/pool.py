@@ -1,15 +1,14 @@
-"""The consumer service in RQ mode (``--transport rq``): a pool of RQ worker processes, a
-heartbeat, a reclaimer, and an orderly stop.
+"""The RQ transport's pool (``--transport rq``): RQ worker processes and the RQ reclaimer.
 
 The pool is ``--threads`` processes of ``exactsum.transport.rq.worker`` (RQ's SimpleWorker; see
-there why processes). This process watches them: a worker that exits while the service runs is
-dead, its jobs are put back at once (the reclaimer's next pass is woken), and a new worker takes
-its place, after a backoff that grows while workers keep dying young. Workers are named
-``<consumer id>.w<n>.<k>``, the k-th start of slot n, so every consumer can tell whose they are.
+there why processes). The consumer service's process watches them: a worker that exits while the
+service runs is dead, its jobs are put back at once (the reclaimer's next pass is woken), and a
+new worker takes its place, after a backoff that grows while workers keep dying young. Workers
+are named ``<consumer id>.w<n>.<k>`` (:class:`~exactsum.keys.PoolWorkerName`), the k-th start
+of slot n, so every consumer can tell whose they are.
 
-Stop (SIGTERM/SIGINT set an Event; this loop does the rest): every worker is asked to stop after
-its current job; those still running at the end of the grace are killed and their jobs put
-back; only then is the heartbeat withdrawn.
+Stop: every worker is asked to stop after its current job; those still running at
+``finish_by`` are killed and their jobs put back.
 """
 
 from __future__ import annotations
@@ -27,12 +26,10 @@ from typing import cast
 
 import redis
 
-from consumer_service.heartbeat import Heartbeat
-from consumer_service.settings import ConsumerSettings
 from exactsum.connection import RetryAborted, make_client, retrying
-from exactsum.keys import Keys
-from exactsum.scripts import Scripts
-from exactsum.transport.rq.reclaimer import RqReclaimer, consumer_of
+from exactsum.keys import PoolWorkerName
+from exactsum.transport.base import ConsumerContext, ConsumerPool
+from exactsum.transport.rq.reclaimer import RqReclaimer
 from exactsum.transport.rq.worker import CONFIG_ENV, WorkerConfig
 
 log = logging.getLogger("consumer")
@@ -55,28 +52,27 @@ class Slot:
     failures: int = 0
 
 
-class RqConsumerService:
-    def __init__(self, settings: ConsumerSettings, consumer_id: str) -> None:
+class RqPool(ConsumerPool):
+    def __init__(self, ctx: ConsumerContext) -> None:
+        settings, consumer_id = ctx.settings, ctx.consumer_id
         self.settings = settings
         self.consumer_id = consumer_id
-        self.keys = Keys(settings.key_prefix)
-        url, timeout = settings.redis_url, settings.socket_timeout
-        self.control = make_client(url, socket_timeout=timeout, name=f"{consumer_id}-ctl")
-        self.scripts = Scripts.register(self.control)
-        beat_client = make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
-                                  name=f"{consumer_id}-hb")
-        self.heartbeat = Heartbeat(
-            beat_client, self.keys, consumer_id, ttl=settings.heartbeat_ttl,
-            threads=settings.threads, committed=lambda: self._committed(beat_client),
-        )
+        self.keys = ctx.keys
         self.slots = [Slot(i) for i in range(settings.threads)]
         self._lock = threading.Lock()
         self._live: set[str] = set()
         self.reclaimer = RqReclaimer(
-            make_client(url, socket_timeout=timeout, name=f"{consumer_id}-reclaim"),
-            self.keys, self.scripts, consumer_id, settings.rq_queue,
+            make_client(settings.redis_url, socket_timeout=settings.socket_timeout,
+                        name=f"{consumer_id}-reclaim"),
+            self.keys, ctx.scripts, consumer_id, settings.rq_queue,
             interval=settings.reclaim_interval, is_dead_here=self._is_dead_here,
         )
+
+    def describe(self) -> str:
+        return f"{len(self.slots)} RQ workers on RQ queue {self.settings.rq_queue!r}"
+
+    def committed(self, client: redis.Redis) -> int:
+        return self._committed(client)
 
     def _committed(self, client: redis.Redis) -> int:
         """Items our workers committed, as the runs' per-consumer counts have them (the jobs run
@@ -88,27 +84,19 @@ class RqConsumerService:
         return sum(int(n) for n in pipe.execute() if n is not None)
 
     def _is_dead_here(self, worker: str) -> bool | None:
-        if consumer_of(worker) != self.consumer_id:
+        name = PoolWorkerName.parse(worker)
+        if name is None or name.consumer != self.consumer_id:
             return None
         with self._lock:
             return worker not in self._live
 
-    def serve(self, stop: threading.Event) -> int:
-        try:
-            retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
-        except RetryAborted:
-            return 0
-        log.info("consumer %s: %d RQ workers on RQ queue %r, heartbeat TTL %.1fs",
-                 self.consumer_id, len(self.slots), self.settings.rq_queue,
-                 self.settings.heartbeat_ttl)
-        if self.settings.id_file:
-            with open(self.settings.id_file, "w", encoding="utf-8") as out:
-                out.write(self.consumer_id + "\n")
-        self.heartbeat.start()
+    def start(self) -> None:
         self.reclaimer.start()
-        while not stop.wait(0.2):
+
+    def run_until(self, wake: threading.Event) -> None:
+        self._tend()
+        while not wake.wait(0.2):
             self._tend()
-        return self.shutdown()
 
     def _tend(self) -> None:
         """Start what should run; notice workers that died."""
@@ -136,7 +124,7 @@ class RqConsumerService:
 
     def _start(self, slot: Slot) -> None:
         slot.starts += 1
-        slot.name = f"{self.consumer_id}.w{slot.index}.{slot.starts}"
+        slot.name = str(PoolWorkerName(self.consumer_id, slot.index, slot.starts))
         s = self.settings
         config = WorkerConfig(
             name=slot.name, consumer_id=self.consumer_id, parent_pid=os.getpid(),
@@ -153,15 +141,11 @@ class RqConsumerService:
         slot.started_at = time.monotonic()
         log.info("RQ worker %s started (pid %d)", slot.name, slot.process.pid)
 
-    def shutdown(self) -> int:
-        started = time.monotonic()
-        log.info("consumer %s: stopping; RQ workers finish their jobs (grace %.1fs)",
-                 self.consumer_id, self.settings.grace)
+    def stop(self, finish_by: float, give_back_by: float) -> int:
         running = [slot for slot in self.slots if slot.process is not None]
         for slot in running:
             assert slot.process is not None
             slot.process.send_signal(signal.SIGTERM)
-        finish_by = started + max(self.settings.grace - 1.5, self.settings.grace * 0.5)
         for slot in running:
             assert slot.process is not None
             try:
@@ -176,11 +160,9 @@ class RqConsumerService:
         self.reclaimer.wake.set()
         self.reclaimer.join(timeout=5)
         try:
-            retrying(self.reclaimer.reclaim_dead_workers, "put back jobs", log,
-                     deadline=started + self.settings.grace - 0.3)
+            return int(retrying(self.reclaimer.reclaim_dead_workers, "put back jobs", log,
+                                deadline=give_back_by))
         except RetryAborted:
             log.error("consumer %s: could not put back the jobs of killed workers; other "
                       "consumers do once the heartbeat lapses", self.consumer_id)
-        self.heartbeat.withdraw_until(started + self.settings.grace - 0.1)
-        log.info("consumer %s: stopped", self.consumer_id)
-        return 0
+            return 0

@@ -24,7 +24,6 @@ The job's own failures never get there unresolved: on its last attempt it dead-l
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from exactsum.connection import RetryAborted, retrying
-from exactsum.keys import Keys, RqKeys, parse_job_id
+from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
@@ -47,16 +46,6 @@ log = logging.getLogger("consumer.rq_reclaimer")
 
 # An id that stayed this long in RQ's intermediate queue without being started is stranded.
 STRANDED_AFTER_S = 5.0
-
-
-_POOL_WORKER_RE = re.compile(r"^([A-Za-z0-9_-]+)\.w\d+\.\d+$")
-
-
-def consumer_of(worker_name: str) -> str | None:
-    """The consumer service that runs a worker, from the worker's name (``<consumer>.w<n>.<k>``,
-    see ``rq_service``); None for a worker that no consumer service started."""
-    match = _POOL_WORKER_RE.match(worker_name)
-    return match.group(1) if match else None
 
 
 class RqReclaimer(threading.Thread):
@@ -127,8 +116,10 @@ class RqReclaimer(threading.Thread):
                 if here:
                     dead.add(worker)
                 continue
-            consumer = consumer_of(worker)
-            ask.append((worker, self.keys.heartbeat(consumer) if consumer
+            # A pool worker lives while its consumer service does; a plain ``rq worker``, while
+            # RQ's worker key does.
+            name = PoolWorkerName.parse(worker)
+            ask.append((worker, self.keys.heartbeat(name.consumer) if name
                         else RqKeys.worker(worker)))
         if ask:
             pipe = self.client.pipeline(transaction=False)
