@@ -22,7 +22,7 @@ from typing import Any, cast
 import redis
 
 from exactsum.keys import Keys, RqKeys
-from exactsum.metrics import element_items
+from exactsum.protocol import element_items
 from exactsum.runs import FINAL_STATES, RunPlan, audit
 
 RECENT_DEAD = 3  # newest dead letters shown per list

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from exactsum.keys import Keys
 from exactsum.logs import ContextFilter, JsonFormatter, bind_run, set_context
-from exactsum.metrics import RunSeries, element_items
-from exactsum.protocol import encode
+from exactsum.metrics import RunSeries
+from exactsum.protocol import element_items, encode
 from tests.localredis import free_port
 from tests.observing import scrape, total
 from tests.procs import Services, committed, numbers_file, wait_until
