@@ -86,12 +86,12 @@ def take_rq_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str], *,
         # "<job id>:<execution id>"; only an execution whose batch is unresolved holds
         # anything (see HELD above).
         parsed = parse_job_id(keys.prefix, member.decode().rsplit(":", 1)[0])
-        state = runs.get(parsed[0]) if parsed is not None else None
-        if parsed is None or state is None or parsed[1] not in state.queue:
+        of_run = runs.get(parsed[0]) if parsed is not None else None
+        if parsed is None or of_run is None or parsed[1] not in of_run.queue:
             continue
         worker = worker_raw.decode()
-        name = PoolWorkerName.parse(worker)
-        owner = name.consumer if name is not None else worker
+        pool_worker = PoolWorkerName.parse(worker)
+        owner = pool_worker.consumer if pool_worker is not None else worker
         holders[owner] += 1
         if keys.heartbeat(owner) not in alive:
             orphans[owner] += 1
