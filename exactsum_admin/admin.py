@@ -22,15 +22,14 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
-from rq import Queue
 
+from exactsum import transport
 from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import RunPlan, audit
 from exactsum.scripts import Moved, Scripts
-from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 
 def build_parser() -> EnvParser:
@@ -100,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no entry {bad[0]}; {dead_list} has {len(entries)}", file=sys.stderr)
         return 2
     scripts = Scripts.register(client)
-    rq_options = _rq_options(client, rk.meta) if rk is not None else None
+    meta = cast(dict[bytes, bytes], client.hgetall(rk.meta)) if rk is not None else {}
     done = 0
     for index in chosen:
         raw = entries[index]
@@ -118,50 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error: entry {index} holds no batch of a run: {exc}", file=sys.stderr)
                 return 2
             seq, count = str(batch.seq), batch.count
-        if rk is not None and args.run and rq_options is not None:
-            done += _requeue_rq(client, keys, args.run, raw, element, int(seq), count,
-                                rq_options)
+        if rk is not None:
+            # A batch goes back the way its run's batches travel.
+            run_transport = transport.get(meta.get(b"transport", b"native").decode())
+            done += run_transport.requeue_dead(client, keys, scripts, args.run, meta, raw,
+                                               element, int(seq), count)
             continue
+        # An element of no run goes back on the native queue, where it was found.
         done += Moved(int(scripts.requeue_dead(
-            keys=[dead_list, keys.queue, rk.done if rk else dead_list,
-                  rk.dead_items if rk else dead_list, rk.attempts if rk else dead_list],
+            keys=[dead_list, keys.queue, dead_list, dead_list, dead_list],
             args=[raw, element, seq, count],
         ))) == Moved.MOVED
     print(f"{args.action}: {done} of {len(chosen)} entries")
     return 0
-
-
-def _rq_options(client: redis.Redis, meta_key: str) -> JobOptions | None:
-    """How the run's producer enqueued its RQ jobs; None for a run of the native transport."""
-    meta = cast(dict[bytes, bytes], client.hgetall(meta_key))
-    return JobOptions.from_meta(meta) if meta.get(b"transport") == b"rq" else None
-
-
-def _requeue_rq(client: redis.Redis, keys: Keys, run_id: str, raw: bytes, element: bytes,
-                seq: int, count: int, options: JobOptions) -> int:
-    """A dead-lettered batch of an RQ run goes back as a new RQ job (same id, fresh retries, on
-    the run's RQ queue), in one transaction with making it unresolved again; 0 if the entry is
-    no longer there."""
-    rk = keys.run(run_id)
-    entry = raw.decode()  # JSON: ASCII text, as the scripts stored it
-    queue = Queue(options.queue, connection=client)
-    with client.pipeline(transaction=True) as tx:
-        while True:
-            try:
-                tx.watch(rk.dead)  # type: ignore[no-untyped-call]
-                if tx.lpos(rk.dead, entry) is None:
-                    return 0
-                tx.multi()
-                tx.hset(rk.batches, str(seq), element)
-                tx.setbit(rk.done, seq, 0)
-                tx.decrby(rk.dead_items, count)
-                tx.hdel(rk.attempts, str(seq))
-                tx.lrem(rk.dead, 1, entry)
-                enqueue_jobs(queue, tx, keys.prefix, run_id, [(seq, count)], options)
-                tx.execute()
-                return 1
-            except redis.WatchError:
-                continue
 
 
 def _audit(client: redis.Redis, keys: Keys, run_id: str, as_json: bool) -> int:

@@ -20,7 +20,7 @@ import redis
 
 from exactsum.events import ConsumerEvents
 from exactsum.keys import Keys
-from exactsum.scripts import Scripts
+from exactsum.scripts import Moved, Scripts
 
 if TYPE_CHECKING:
     from consumer_service.settings import ConsumerSettings
@@ -116,6 +116,18 @@ class Transport(ABC):
     def queue_of_run(self, keys: Keys, meta: Mapping[bytes, bytes]) -> str:
         """The queue key of a run, from its meta (for status and progress)."""
         return self.queue_key(keys, "")
+
+    def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
+                     meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,
+                     count: int) -> bool:
+        """Put a dead-lettered batch of a run back, unresolved (``raw`` is its entry in the
+        run's dead letters, ``meta`` the run's meta); False if the entry is no longer there.
+        By default on the native queue, through ``requeue_dead.lua``."""
+        rk = keys.run(run_id)
+        return Moved(int(scripts.requeue_dead(
+            keys=[rk.dead, keys.queue, rk.done, rk.dead_items, rk.attempts],
+            args=[raw, element, seq, count],
+        ))) == Moved.MOVED
 
     @abstractmethod
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,

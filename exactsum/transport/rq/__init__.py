@@ -52,6 +52,13 @@ class RqTransport(Transport):
         queue = meta.get(b"rq_queue")
         return self.queue_key(keys, queue.decode() if queue else "")
 
+    def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
+                     meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,
+                     count: int) -> bool:
+        from exactsum.transport.rq.requeue import requeue_dead
+
+        return requeue_dead(client, keys, run_id, meta, raw, element, seq, count)
+
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,
              settings: ProducerSettings) -> BatchSink:
         from exactsum.transport.rq.sink import RqSink
