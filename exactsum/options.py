@@ -157,8 +157,13 @@ class EnvParser(argparse.ArgumentParser):
         )
 
     def check_transport(self, transport: str, prefix: str) -> None:
-        """A transport may allow fewer key prefixes (RQ's job ids carry the prefix)."""
-        problem = transport_named(transport).prefix_problem(prefix)
+        """The transport must be installed, and may allow fewer key prefixes (RQ's job ids carry
+        the prefix)."""
+        chosen = transport_named(transport)
+        missing = chosen.missing()
+        if missing:
+            self.error(f"--transport {transport}: {missing}")
+        problem = chosen.prefix_problem(prefix)
         if problem:
             self.error(f"--key-prefix {prefix!r}: {problem}")
 

@@ -104,6 +104,10 @@ class Transport(ABC):
     def queue_label(self, keys: Keys, queue_name: str) -> str:
         """The queue, as a log line names it."""
 
+    def missing(self) -> str | None:
+        """What must be installed for this transport, when it is not; None when nothing is."""
+        return None
+
     def prefix_problem(self, prefix: str) -> str | None:
         """Why this transport cannot work under key prefix ``prefix``; None when it can."""
         return None

@@ -4,6 +4,7 @@ RQ worker processes, kept exact by this project's scripts (``commit_job.lua``,
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -38,6 +39,11 @@ class RqTransport(Transport):
 
     def queue_label(self, keys: Keys, queue_name: str) -> str:
         return f"RQ queue {queue_name!r}"
+
+    def missing(self) -> str | None:
+        if importlib.util.find_spec("rq") is None:
+            return "the RQ transport needs RQ: pip install 'exactsum[rq]'"
+        return None
 
     def prefix_problem(self, prefix: str) -> str | None:
         if RQ_SAFE_RE.match(prefix):
