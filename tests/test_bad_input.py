@@ -97,7 +97,7 @@ def test_bad_options_exit_2_with_usage(services: Services, client: redis.Redis, 
                             text=True, timeout=60, env=services.env())
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
-    assert "usage:" in result.stderr or module == "producer_service"
+    assert "usage:" in result.stderr
     assert_nothing_pushed(client, keys)
 
 

@@ -24,10 +24,12 @@ from exactsum.scripts import Scripts
 from exactsum.transport.rq.jobs import JobOptions
 from exactsum.transport.rq.sink import RqSink
 from tests.localredis import LocalRedis
-from tests.procs import Proc, Services, assert_exact, finish, wait_until
+from tests.procs import Proc, Services, assert_exact, finish, random_sum, wait_until
 from tests.procs import committed as committed_items
 
 QUEUE = "q"
+# Every run's numbers come from this seed, so that each test knows its sum (procs.random_sum).
+SEED = "5"
 RQ = ("--transport", "rq", "--rq-queue", QUEUE)
 # Dead workers noticed within about two seconds (the heartbeat TTL) and looked for twice a second.
 QUICK = ("--heartbeat-ttl", "2", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
@@ -74,9 +76,9 @@ def _consumer(services: Services, *args: str) -> tuple[Proc, str]:
 def test_rq_run_of_30000_items_is_exact_over_two_consumers(own_services: Services) -> None:
     _consumer(own_services, "--threads", "3")
     _consumer(own_services, "--threads", "3")
-    producer = own_services.producer(*RQ, "--count", "30000", "--batch", "100", "--seed", "5")
+    producer = own_services.producer(*RQ, "--count", "30000", "--seed", SEED, "--batch", "100")
     report = finish(producer, timeout=100)
-    assert_exact(report, 30000)
+    assert_exact(report, 30000, random_sum(30000, int(SEED)))
     assert len(report["by_consumer"]) == 2, report
     assert report["stale_commits"] == 0, report
 
@@ -87,11 +89,11 @@ def test_sigkill_of_an_rq_worker_in_a_job_puts_the_job_back_and_counts_it_once(
 ) -> None:
     # 20 jobs of about a second each over two workers: the one killed is surely mid-job.
     consumer, _ = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
-    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "2000", "--seed", SEED, "--batch", "100")
     member, worker = _busy_execution(rclient)
     os.kill(_worker_pid(rclient, worker), signal.SIGKILL)
     report = finish(producer, timeout=100)
-    assert_exact(report, 2000)
+    assert_exact(report, 2000, random_sum(2000, int(SEED)))
     keys = own_services.keys
     assert int(rclient.get(keys.reclaimed) or 0) >= 1
     killed_job = member.rsplit(":", 1)[0]
@@ -108,12 +110,12 @@ def test_sigkill_of_a_whole_rq_consumer_is_recovered_by_another(
     own_services: Services, rclient: redis.Redis
 ) -> None:
     victim, victim_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "10")
-    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "2000", "--seed", SEED, "--batch", "100")
     _busy_execution(rclient, victim_id)
     victim.signal(signal.SIGKILL)  # its workers die with it (they ask the kernel to)
     survivor, _ = _consumer(own_services, "--threads", "2")
     report = finish(producer, timeout=100)
-    assert_exact(report, 2000)
+    assert_exact(report, 2000, random_sum(2000, int(SEED)))
     assert int(rclient.get(own_services.keys.reclaimed) or 0) >= 1
     assert "is dead; put back on the queue" in survivor.stderr
 
@@ -126,7 +128,7 @@ def test_sigterm_stops_an_rq_consumer_in_order_and_its_unfinished_jobs_go_back(
     # killed at the end of the grace; their jobs are put back for the other consumer.
     leaver, leaver_id = _consumer(own_services, "--threads", "2", "--work-io-ms", "30",
                                   "--grace", "2")
-    producer = own_services.producer(*RQ, "--count", "1000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "1000", "--seed", SEED, "--batch", "100")
     _busy_execution(rclient, leaver_id)
     stayer, _ = _consumer(own_services, "--threads", "2")
     leaver.signal(signal.SIGTERM)
@@ -135,7 +137,7 @@ def test_sigterm_stops_an_rq_consumer_in_order_and_its_unfinished_jobs_go_back(
     assert "is dead; put back on the queue" in leaver.stderr
     assert not rclient.exists(own_services.keys.heartbeat(leaver_id))  # withdrawn on the way out
     report = finish(producer, timeout=100)
-    assert_exact(report, 1000)
+    assert_exact(report, 1000, random_sum(1000, int(SEED)))
     assert stayer.popen.poll() is None
 
 
@@ -144,7 +146,7 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
     own_services: Services, rclient: redis.Redis
 ) -> None:
     late, late_id = _consumer(own_services, "--threads", "1", "--work-io-ms", "10")
-    producer = own_services.producer(*RQ, "--count", "1000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "1000", "--seed", SEED, "--batch", "100")
     _, worker = _busy_execution(rclient, late_id)
     pids = [late.popen.pid, _worker_pid(rclient, worker)]
     for pid in pids:
@@ -158,7 +160,7 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
     report = finish(producer, timeout=100)
-    assert_exact(report, 1000)
+    assert_exact(report, 1000, random_sum(1000, int(SEED)))
     # The late execution woke up and tried to commit: refused, its batch already counted by the
     # job's new execution (or, had it come back first, its lease was no longer the batch's).
     wait_until(lambda: "was already resolved; not counted again" in late.stderr
@@ -171,7 +173,7 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
 def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
     own_services: Services, rclient: redis.Redis
 ) -> None:
-    producer = own_services.producer(*RQ, "--count", "3000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "3000", "--seed", SEED, "--batch", "100")
     rq = RqKeys(QUEUE)
     wait_until(lambda: rclient.llen(rq.queue) == 30, 30, "every job enqueued")
     # What `rq empty` does, or RQ expiring the records of jobs that were still to run: the
@@ -181,7 +183,7 @@ def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
     rclient.rpush(rq.queue, *job_ids[20:])  # ten keep their job
     consumer, _ = _consumer(own_services, "--threads", "2")
     report = finish(producer, timeout=100)
-    assert_exact(report, 3000)
+    assert_exact(report, 3000, random_sum(3000, int(SEED)))
     assert "20 unresolved batches had no RQ job any more" in consumer.stderr
 
 
@@ -189,7 +191,7 @@ def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
 def test_status_shows_an_rq_run_its_rq_queue_and_what_each_rq_consumer_committed(
     own_services: Services, rclient: redis.Redis
 ) -> None:
-    producer = own_services.producer(*RQ, "--count", "3000", "--batch", "100")
+    producer = own_services.producer(*RQ, "--count", "3000", "--seed", SEED, "--batch", "100")
     wait_until(lambda: rclient.llen(RqKeys(QUEUE).queue) == 30, 30, "every job enqueued")
 
     def status() -> dict[str, Any]:
@@ -202,7 +204,7 @@ def test_status_shows_an_rq_run_its_rq_queue_and_what_each_rq_consumer_committed
     assert waiting["rq_queues"] == {QUEUE: 30}, waiting
     assert [run["transport"] for run in waiting["runs"]] == ["rq"]
     _, consumer_id = _consumer(own_services, "--threads", "2")
-    assert_exact(finish(producer, timeout=100), 3000)
+    assert_exact(finish(producer, timeout=100), 3000, random_sum(3000, int(SEED)))
 
     def counted() -> bool:
         snap = status()
@@ -217,10 +219,10 @@ def test_jobs_that_raise_are_retried_by_rq_until_they_count(
     own_services: Services, rclient: redis.Redis
 ) -> None:
     _consumer(own_services, "--threads", "3", "--flaky-rate", "0.3")
-    producer = own_services.producer(*RQ, "--count", "20000", "--batch", "100",
+    producer = own_services.producer(*RQ, "--count", "20000", "--seed", SEED, "--batch", "100",
                                      "--rq-retries", "20")
     report = finish(producer, timeout=100)
-    assert_exact(report, 20000)
+    assert_exact(report, 20000, random_sum(20000, int(SEED)))
     attempts = {int(v) for v in rclient.hvals(_run_keys(own_services.keys, report).attempts)}
     assert attempts and max(attempts) >= 1, "no job ever failed: the test proved nothing"
 
@@ -230,14 +232,14 @@ def test_poison_jobs_use_up_their_rq_retries_and_are_dead_lettered_never_lost(
     own_services: Services, rclient: redis.Redis
 ) -> None:
     _consumer(own_services, "--threads", "3", "--fail-rate", "0.002")
-    producer = own_services.producer(*RQ, "--count", "20000", "--batch", "10",
+    producer = own_services.producer(*RQ, "--count", "20000", "--seed", SEED, "--batch", "10",
                                      "--rq-retries", "2")
     assert producer.wait(timeout=100) == 3, producer.stderr[-3000:]
     report = producer.report()
     assert report["lost"] == 0 and report["duplicated"] == 0, report
     assert report["dead_lettered"] > 0, report
     assert report["committed"] + report["dead_lettered"] == 20000, report
-    assert report["sum"] + report["dead_sum"] == report["expected_sum"], report
+    assert report["sum"] + report["dead_sum"] == random_sum(20000, int(SEED)), report
     entries = [json.loads(e) for e in
                rclient.lrange(_run_keys(own_services.keys, report).dead, 0, -1)]
     assert entries and all("poison" in e["reason"] for e in entries), entries[:3]
@@ -250,7 +252,7 @@ def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
     own_services: Services, own_redis: LocalRedis, rclient: redis.Redis
 ) -> None:
     poisoned, _ = _consumer(own_services, "--threads", "2", "--fail-rate", "0.01")
-    producer = own_services.producer(*RQ, "--count", "2000", "--batch", "10",
+    producer = own_services.producer(*RQ, "--count", "2000", "--seed", SEED, "--batch", "10",
                                      "--rq-retries", "0")
     assert producer.wait(timeout=60) == 3, producer.stderr[-3000:]
     report = producer.report()
@@ -272,7 +274,7 @@ def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
                "the requeued batches to be counted")
     audited = json.loads(admin("audit", "--run", report["run_id"], "--json").stdout)
     assert audited["committed"] == 2000 and audited["dead_lettered"] == 0, audited
-    assert audited["duplicated"] == 0 and audited["sum"] == audited["expected_sum"], audited
+    assert audited["duplicated"] == 0 and audited["sum"] == random_sum(2000, int(SEED)), audited
     assert rclient.hlen(own_services.keys.run(report["run_id"]).batches) == 0
 
 
@@ -282,12 +284,13 @@ def test_jobs_rq_kills_for_their_timeout_are_dead_lettered_with_rqs_reason(
 ) -> None:
     # Every job needs 1.5 s and may take 1 s: RQ kills it, retries it once, then fails it.
     _consumer(own_services, "--threads", "2", "--work-io-ms", "30")
-    producer = own_services.producer(*RQ, "--count", "200", "--batch", "50",
+    producer = own_services.producer(*RQ, "--count", "200", "--seed", SEED, "--batch", "50",
                                      "--rq-job-timeout", "1", "--rq-retries", "1")
     assert producer.wait(timeout=100) == 3, producer.stderr[-3000:]
     report = producer.report()
     assert report["lost"] == 0 and report["duplicated"] == 0, report
     assert report["committed"] == 0 and report["dead_lettered"] == 200, report
+    assert report["dead_sum"] == random_sum(200, int(SEED)), report
     entries = [json.loads(e) for e in
                rclient.lrange(_run_keys(own_services.keys, report).dead, 0, -1)]
     assert len(entries) == 4
@@ -300,17 +303,21 @@ def test_redis_killed_and_restarted_mid_rq_run(
 ) -> None:
     _consumer(own_services, "--threads", "2")
     _consumer(own_services, "--threads", "2")
-    producer = own_services.producer(*RQ, "--count", "100000", "--batch", "100",
+    producer = own_services.producer(*RQ, "--count", "100000", "--seed", SEED, "--batch", "100",
                                      "--max-queue", "20000")
     client = redis.Redis.from_url(own_redis.url, socket_timeout=5)
     wait_until(lambda: int(client.zcard(own_services.keys.runs) or 0) > 0
                and committed_items(client, own_services.keys) > 5000, 60, "a run under way")
+    # The kill lands mid-run: the producer still waits and items are still uncommitted.
+    before_kill = committed_items(client, own_services.keys)
     client.close()
     own_redis.kill()
+    assert producer.popen.poll() is None, producer.stderr[-3000:]
+    assert before_kill < 100000, before_kill
     time.sleep(1.5)
     own_redis.start()
     report = finish(producer, timeout=150)
-    assert_exact(report, 100000)
+    assert_exact(report, 100000, random_sum(100000, int(SEED)))
 
 
 # -- the scripts and the enqueue on their own ------------------------------------------------
