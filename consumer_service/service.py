@@ -24,7 +24,6 @@ import uuid
 import redis
 
 from consumer_service.heartbeat import Heartbeat
-from consumer_service.latency import write_stats
 from consumer_service.settings import ConsumerSettings
 from exactsum import transport
 from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
@@ -32,6 +31,7 @@ from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.metrics import ConsumerMetrics
 from exactsum.scripts import Scripts
+from exactsum.transport.latency import write_stats
 
 log = logging.getLogger("consumer")
 

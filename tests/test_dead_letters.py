@@ -17,11 +17,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer_service.failures import FailureInjector
 from exactsum.keys import Keys
 from exactsum.protocol import encode
 from exactsum.runs import RunPlan, create_run
 from exactsum.scripts import Scripts
+from exactsum.transport.failures import FailureInjector
 from exactsum.transport.native.worker import Worker
 from tests.procs import Services, assert_exact, finish, numbers_file, wait_until
 

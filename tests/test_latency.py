@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer_service.latency import LatencyHistogram, bucket_of, bucket_upper_us
+from exactsum.transport.latency import LatencyHistogram, bucket_of, bucket_upper_us
 from tests.procs import Services, assert_exact
 
 

@@ -13,10 +13,10 @@ from functools import partial
 
 import redis
 
-from consumer_service.failures import FailureInjector
-from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.transport.base import ConsumerContext, ConsumerPool
+from exactsum.transport.failures import FailureInjector
+from exactsum.transport.latency import LatencyHistogram
 from exactsum.transport.native.reclaimer import Reclaimer
 from exactsum.transport.native.worker import Worker
 

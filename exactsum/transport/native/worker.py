@@ -24,8 +24,6 @@ from typing import Any, cast
 
 import redis
 
-from consumer_service.failures import FailureInjector
-from consumer_service.latency import LatencyHistogram
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
@@ -33,6 +31,8 @@ from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Retry, Scripts
+from exactsum.transport.failures import FailureInjector
+from exactsum.transport.latency import LatencyHistogram
 from exactsum.transport.work import simulate_work
 
 log = logging.getLogger("consumer.worker")

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 import redis
 from rq import get_current_job
 
-from consumer_service.failures import FailureInjector
 from exactsum.connection import make_client, retrying
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Scripts
+from exactsum.transport.failures import FailureInjector
 from exactsum.transport.work import simulate_work
 
 log = logging.getLogger("consumer.rq_job")

@@ -26,10 +26,10 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from consumer_service.failures import FailureInjector
 from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.logs import set_context, setup_logging
+from exactsum.transport.failures import FailureInjector
 from exactsum.transport.rq.job import JobContext, install
 
 log = logging.getLogger("consumer.rq_worker")
