@@ -34,7 +34,7 @@ dashboard: install
 
 # docs/dashboard.png, from the browser test's run (needs Debian's chromium).
 screenshot: install
-	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py -k browser
+	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/integration/test_dashboard.py -k browser
 
 lint: install
 	$(BIN)/ruff check .

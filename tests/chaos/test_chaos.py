@@ -43,7 +43,7 @@ def _chaos_run(tmp_path: Path, seed: int, args: list[str], wait: float) -> dict[
             [sys.executable, "-m", "chaos", "--seed", str(seed), *args,
              "--json-out", str(out_path)],
             stdout=log, stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
         try:
             status = proc.wait(timeout=wait)

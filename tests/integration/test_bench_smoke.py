@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"ours_batched_items_per_s", "ours_unbatched_items_per_s", "rq_items_per_s",
         "ratio_batched_vs_rq", "ratio_unbatched_vs_rq", "p99_latency_ms",
         "native_transport_items_per_s", "rq_transport_items_per_s",

@@ -11,8 +11,14 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
+from tests.integration.test_pipeline import (
+    QUICK_LIVENESS,
+    finish,
+    inflight_of,
+    numbers_file,
+    reclaimed,
+)
 from tests.procs import Proc, Services, assert_exact, committed, wait_until
-from tests.test_pipeline import QUICK_LIVENESS, finish, inflight_of, numbers_file, reclaimed
 
 ITEMS = 60_000
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.procs import Services, finish, numbers_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(60)
