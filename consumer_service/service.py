@@ -118,8 +118,11 @@ class ConsumerService:
             return 0
 
     def _write_stats(self, committed: int, given_back: int) -> None:
+        stats = self.pool.stats()
+        if stats is None:
+            return
         record = {"consumer": self.consumer_id, "threads": self.settings.threads,
-                  "committed_items": committed, "given_back": given_back, **self.pool.stats()}
+                  "committed_items": committed, "given_back": given_back, **stats}
         try:
             write_stats(self.settings.stats_file or "", record)
         except OSError as exc:

@@ -85,9 +85,10 @@ class ConsumerPool(ABC):
         """The error that stopped the pool, if one did."""
         return None
 
-    def stats(self) -> dict[str, object]:
-        """More facts for ``--stats-file``."""
-        return {}
+    def stats(self) -> dict[str, object] | None:
+        """The pool's facts for ``--stats-file`` (push-to-commit latency); None: the pool
+        records none, and no file is written."""
+        return None
 
 
 class Transport(ABC):
