@@ -22,8 +22,10 @@ run: install
 test: install
 	$(BIN)/pytest
 
+# The unit tests and the integration tests of a few seconds each (under two minutes on two
+# cores); `make test` runs everything: the slow fault runs, tests/chaos and tests/e2e too.
 test-fast: install
-	$(BIN)/pytest -m "not slow and not e2e"
+	$(BIN)/pytest -m "not slow" tests/unit tests/integration
 
 # Look at a Redis (REDIS_URL, KEY_PREFIX): `make status ARGS=--watch`, `make dashboard`.
 status: install

@@ -17,6 +17,7 @@ KEYS = {"ours_batched_items_per_s", "ours_unbatched_items_per_s", "rq_items_per_
         "ratio_native_vs_rq_transport", "exact"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_bench_quick_with_tiny_sizes_prints_an_exact_json_line(tmp_path: Path) -> None:
     pytest.importorskip("rq")

@@ -85,6 +85,7 @@ def playwright_or_fail() -> Any:
     return sync_playwright
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.timeout(120)
 def test_dashboard_in_a_real_browser_during_a_run(

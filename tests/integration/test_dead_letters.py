@@ -35,6 +35,7 @@ def dead_entries(client: redis.Redis, keys: Keys, run_id: str) -> list[dict[str,
     return [json.loads(e) for e in client.lrange(keys.run(run_id).dead, 0, -1)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_poison_items_end_in_dead_letters_after_max_attempts(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path

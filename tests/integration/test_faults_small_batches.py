@@ -36,6 +36,7 @@ def stop_holding_several(proc: Proc, client: redis.Redis, keys: Keys, consumer_i
     raise AssertionError(f"{consumer_id} never held more than one claim")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigstop_a_consumer_holding_many_small_batches(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
@@ -58,6 +59,7 @@ def test_sigstop_a_consumer_holding_many_small_batches(
     assert consumers[0].popen.poll() is None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigkill_a_consumer_holding_many_small_batches(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path

@@ -30,6 +30,7 @@ def metrics_args(port: int) -> tuple[str, ...]:
     return ("--metrics-port", str(port), "--metrics-addr", "127.0.0.1")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_metrics_scraped_during_a_run_agree_with_the_audit(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path

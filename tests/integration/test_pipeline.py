@@ -55,6 +55,7 @@ def test_batch_of_one(services: Services, tmp_path: Path) -> None:
     assert report["sum"] == total
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigkill_a_consumer_mid_run_and_start_another(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
@@ -79,6 +80,7 @@ def test_sigkill_a_consumer_mid_run_and_start_another(
     assert reclaimed(client, keys) >= held > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigstop_past_the_heartbeat_then_sigcont_counts_nothing_twice(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
@@ -103,6 +105,7 @@ def test_sigstop_past_the_heartbeat_then_sigcont_counts_nothing_twice(
     assert consumers[0].popen.poll() is None  # and it keeps serving
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigterm_a_consumer_mid_run_exits_0_within_its_grace(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
@@ -149,6 +152,7 @@ def test_sigterm_with_batches_longer_than_the_grace_gives_them_back(
     assert report["sum"] == total
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_redis_killed_and_restarted_mid_run(
     own_redis: LocalRedis, own_services: Services, tmp_path: Path

@@ -83,6 +83,7 @@ def test_rq_run_of_30000_items_is_exact_over_two_consumers(own_services: Service
     assert report["stale_commits"] == 0, report
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_of_an_rq_worker_in_a_job_puts_the_job_back_and_counts_it_once(
     own_services: Services, rclient: redis.Redis
@@ -105,6 +106,7 @@ def test_sigkill_of_an_rq_worker_in_a_job_puts_the_job_back_and_counts_it_once(
     assert f"RQ worker {worker} (pid" in consumer.stderr  # its death was seen and logged
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_of_a_whole_rq_consumer_is_recovered_by_another(
     own_services: Services, rclient: redis.Redis
@@ -120,6 +122,7 @@ def test_sigkill_of_a_whole_rq_consumer_is_recovered_by_another(
     assert "is dead; put back on the queue" in survivor.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigterm_stops_an_rq_consumer_in_order_and_its_unfinished_jobs_go_back(
     own_services: Services, rclient: redis.Redis
@@ -141,6 +144,7 @@ def test_sigterm_stops_an_rq_consumer_in_order_and_its_unfinished_jobs_go_back(
     assert stayer.popen.poll() is None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
     own_services: Services, rclient: redis.Redis
@@ -169,6 +173,7 @@ def test_paused_rq_consumer_comes_back_fenced_and_nothing_counts_twice(
     assert int(rclient.get(_run_keys(own_services.keys, report).stale) or 0) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
     own_services: Services, rclient: redis.Redis
@@ -214,6 +219,7 @@ def test_status_shows_an_rq_run_its_rq_queue_and_what_each_rq_consumer_committed
     wait_until(counted, 20, "the consumer's heartbeat to count its jobs' items")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_jobs_that_raise_are_retried_by_rq_until_they_count(
     own_services: Services, rclient: redis.Redis
@@ -227,6 +233,7 @@ def test_jobs_that_raise_are_retried_by_rq_until_they_count(
     assert attempts and max(attempts) >= 1, "no job ever failed: the test proved nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_poison_jobs_use_up_their_rq_retries_and_are_dead_lettered_never_lost(
     own_services: Services, rclient: redis.Redis
@@ -247,6 +254,7 @@ def test_poison_jobs_use_up_their_rq_retries_and_are_dead_lettered_never_lost(
     assert sum(e["items"] for e in entries) == report["dead_lettered"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
     own_services: Services, own_redis: LocalRedis, rclient: redis.Redis
@@ -278,6 +286,7 @@ def test_dead_letters_of_an_rq_run_requeued_by_the_operator_count_once(
     assert rclient.hlen(own_services.keys.run(report["run_id"]).batches) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_jobs_rq_kills_for_their_timeout_are_dead_lettered_with_rqs_reason(
     own_services: Services, rclient: redis.Redis
@@ -297,6 +306,7 @@ def test_jobs_rq_kills_for_their_timeout_are_dead_lettered_with_rqs_reason(
     assert all("JobTimeoutException" in e["reason"] for e in entries), entries
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_redis_killed_and_restarted_mid_rq_run(
     own_redis: LocalRedis, own_services: Services

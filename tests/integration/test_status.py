@@ -35,6 +35,7 @@ def run_of(snap: dict[str, Any]) -> dict[str, Any]:
     return dict(snap["runs"][0])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_status_json_during_and_after_a_run(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
