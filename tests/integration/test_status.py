@@ -41,7 +41,7 @@ def test_status_json_during_and_after_a_run(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     path, expected = numbers_file(tmp_path, ITEMS)
-    # Each thread claims up to --max-claim small batches at once (exactsum/transport/native/worker.py).
+    # Each thread claims up to --max-claim small batches at once (transport/native/worker.py).
     consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.8", "--max-claim", "8")
                  for _ in range(2)]
     ids = {services.consumer_id(c) for c in consumers}

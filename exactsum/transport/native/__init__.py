@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis
 
 from exactsum.keys import Keys
 from exactsum.scripts import Scripts
 from exactsum.transport.base import BatchSink, ConsumerContext, ConsumerPool, Transport
+
+if TYPE_CHECKING:
+    from producer_service.settings import ProducerSettings
 
 
 class NativeTransport(Transport):
@@ -20,7 +25,7 @@ class NativeTransport(Transport):
         return keys.queue
 
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,
-             settings: object) -> BatchSink:
+             settings: ProducerSettings) -> BatchSink:
         # The list sink stays beside the producer's pusher for now (the producer's push is
         # being reworked there); it is only this transport's.
         from producer_service.pusher import ListSink
