@@ -14,7 +14,7 @@ import redis
 from exactsum.keys import Keys
 from exactsum_admin.acl import acl_file
 from tests.localredis import LocalRedis
-from tests.procs import Services, assert_exact, finish, numbers_file
+from tests.procs import Services, assert_exact, finish, numbers_file, random_sum
 
 PASSWORDS = {user: f"{user}-secret-password" for user in ("producer", "consumer", "admin")}
 
@@ -142,9 +142,10 @@ def test_password_file_for_docker_secrets(acl_redis: LocalRedis, key_prefix: str
     services = Services(acl_redis.url, key_prefix, tmp_path)
     try:
         services.consumer(**creds("consumer"))
-        report = finish(services.producer("--count", "1000", REDIS_USERNAME="producer",
+        report = finish(services.producer("--count", "1000", "--seed", "3",
+                                          REDIS_USERNAME="producer",
                                           REDIS_PASSWORD_FILE=str(secret)))
-        assert_exact(report, 1000)
+        assert_exact(report, 1000, random_sum(1000, 3))
         missing = subprocess.run(
             [sys.executable, "-m", "producer_service"], capture_output=True, text=True,
             timeout=30, env=services.env(REDIS_PASSWORD_FILE=str(tmp_path / "nope")),

@@ -77,7 +77,7 @@ def test_status_json_during_and_after_a_run(
     assert all(c["threads"] == 2 and c["inflight_batches"] <= 2 * 8 for c in alive.values())
 
     report = finish(producer)
-    assert_exact(report, ITEMS)
+    assert_exact(report, ITEMS, expected)
     snap = status_json(services)
     run = run_of(snap)
     assert run["state"] == "verified" and run["finished"]
