@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
 # pytest's options for `make test`: -v names each test as it runs (a long run shows where it is).
-# `make test PYTEST_ARGS="-q tests/test_protocol.py"` runs a selection.
+# `make test PYTEST_ARGS="-q tests/unit/test_protocol.py"` runs a selection.
 PYTEST_ARGS ?= -v
 # The pre-flight of a target (scripts/host-setup.sh --for): silent when the host has what the
 # target needs; as root it sets up what is missing; otherwise make stops with the one line it
@@ -33,8 +33,10 @@ run: preflight-run install
 test: preflight-test install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The unit tests and the integration tests of a few seconds each (under two minutes on two
+# cores); `make test` runs everything: the slow fault runs, tests/chaos and tests/e2e too.
 test-fast: preflight-test-fast install
-	$(BIN)/pytest -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" tests/unit tests/integration $(PYTEST_ARGS)
 
 # The status of the compose stack's runs (`make status ARGS=--watch`), from the dashboard image
 # on the stack's network, since Redis is not published; with REDIS_URL set, of that Redis, from
@@ -52,13 +54,13 @@ dashboard: install
 
 # docs/dashboard.png, from the browser test's run (needs Debian's chromium).
 screenshot: install
-	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py -k browser
+	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/integration/test_dashboard.py -k browser
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# docs/options.md from the services' --help (tests/test_options_doc.py checks they match).
+# docs/options.md from the services' --help (tests/unit/test_options_doc.py checks they match).
 options-doc: install
 	$(BIN)/python scripts/options_doc.py
 

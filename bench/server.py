@@ -6,9 +6,9 @@ from typing import Any
 
 import redis
 
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 
-# The project runs Redis with appendonly yes and appendfsync always (see exactsum/localredis.py):
+# The project runs Redis with appendonly yes and appendfsync always (see tests/localredis.py):
 # a commit acknowledged is on disk. Every queue in the benchmark runs against the same settings.
 DEFAULT_FSYNC = "always"
 

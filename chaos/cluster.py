@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.netns import Link, exec_prefix
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 
 
 @dataclass

@@ -54,7 +54,7 @@ KINDS = ("sigkill", "sigstop", "redis", "partition", "producer")
 # The RQ transport has one kind more: SIGKILL of one RQ worker process (chaos.rqview).
 RQ_KINDS = (*KINDS, "rqworker")
 WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3, "producer": 1}
-# What a late returner logs when its commit is refused (consumer_service/worker.py).
+# What a late returner logs when its commit is refused (exactsum/transport/native/worker.py).
 FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
 RETRY_MARK = "retrying in"
 

@@ -38,7 +38,7 @@ from chaos.report import ChaosResult, render
 from chaos.rqview import RqInjector, take_rq_snapshot
 from exactsum.connection import make_client
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 
 log = logging.getLogger("chaos")
 

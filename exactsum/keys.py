@@ -36,6 +36,7 @@ The ``<consumer>`` and ``<id>`` parts never contain ``:``, so a key splits back 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 RUN_KEY_SUFFIXES = (
@@ -175,6 +176,31 @@ class RqKeys:
     def execution(composite: str) -> str:
         """An execution's hash (it names the worker), from a StartedJobRegistry member."""
         return f"rq:execution:{composite}"
+
+
+@dataclass(frozen=True)
+class PoolWorkerName:
+    """The name of an RQ worker that a consumer service runs: ``<consumer>.w<slot>.<start>``,
+    the start-th worker of slot ``slot`` (it is also RQ's worker key, :meth:`RqKeys.worker`).
+    Every consumer can tell from it whose worker it is, and whose heartbeat to look at."""
+
+    consumer: str
+    slot: int
+    start: int
+
+    def __str__(self) -> str:
+        return f"{self.consumer}.w{self.slot}.{self.start}"
+
+    @classmethod
+    def parse(cls, name: str) -> PoolWorkerName | None:
+        """None for a worker that no consumer service started (a plain ``rq worker``)."""
+        match = _POOL_WORKER_RE.match(name)
+        if match is None:
+            return None
+        return cls(match["consumer"], int(match["slot"]), int(match["start"]))
+
+
+_POOL_WORKER_RE = re.compile(r"^(?P<consumer>[A-Za-z0-9_-]+)\.w(?P<slot>\d+)\.(?P<start>\d+)$")
 
 
 def job_id(prefix: str, run_id: str, seq: int) -> str:

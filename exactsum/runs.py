@@ -86,7 +86,7 @@ def open_run(client: redis.Redis, keys: Keys, plan: RunPlan, producer: str,
     ``producer`` must be unique to this producer process: a call re-sent after a lost reply
     finds its own name in the meta and takes the epoch it had already been given.
     ``transport_facts`` are what the transport needs to know of the run later (the RQ queue and
-    job options: :meth:`exactsum.rqjobs.JobOptions.as_meta`).
+    job options: :meth:`exactsum.transport.rq.jobs.JobOptions.as_meta`).
     The expected sum of a random run is known only when its last batch is made; it is written
     then, by :func:`set_state_fenced`.
     """
@@ -212,7 +212,7 @@ FINAL_STATES = frozenset({"verified", "unverified", "dead-lettered"})
 # expire the rest (expire_finished_runs).
 INCOMPLETE_STATES = frozenset({"pushing", "interrupted"})
 # Each side expires the keys it writes, so neither needs write access to the other's keys
-# (with the ACL users of exactsum.acl, the producer cannot touch a sum, not even its TTL).
+# (with the ACL users of exactsum_admin.acl, the producer cannot touch a sum, not even its TTL).
 PRODUCER_WRITES = ("meta", "pushed", "batches")
 
 

@@ -9,7 +9,7 @@ run's sum, its committed count and its per-consumer counts are written by the sa
 a snapshot never shows one without the others. A finished run
 is also judged by :func:`exactsum.runs.audit`, the producer's own audit.
 
-It needs only read access (the ``observer`` user of :mod:`exactsum.acl`).
+It needs only read access (the ``observer`` user of :mod:`exactsum_admin.acl`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, cast
 import redis
 
 from exactsum.keys import Keys, RqKeys
-from exactsum.metrics import element_items
+from exactsum.protocol import element_items
 from exactsum.runs import FINAL_STATES, RunPlan, audit
 
 RECENT_DEAD = 3  # newest dead letters shown per list

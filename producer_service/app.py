@@ -20,12 +20,12 @@ from typing import cast
 
 import redis
 
+from exactsum import transport as transports
 from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.events import NO_PRODUCER_EVENTS
-from exactsum.keys import Keys, RqKeys
+from exactsum.keys import Keys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
-from exactsum.rqjobs import JobOptions
 from exactsum.runs import (
     ProducerFenced,
     RunPlan,
@@ -39,8 +39,7 @@ from exactsum.runs import (
 from exactsum.scripts import Scripts
 from producer_service import report
 from producer_service.progress import ProgressReporter
-from producer_service.pusher import BatchSink, ListSink, Pusher, queue_bound
-from producer_service.rq_sink import RqSink
+from producer_service.pusher import Pusher, queue_bound
 from producer_service.settings import ProducerSettings
 from producer_service.source import FileSource, RandomSource, Source, StreamSource, open_input
 
@@ -68,10 +67,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
     halt = (abort or threading.Event()) if streaming else stop  # ends pushing and waiting
 
     run_id = settings.run_id or new_run_id()
-    job_options = (JobOptions(queue=settings.rq_queue, timeout_s=settings.rq_job_timeout,
-                              retries=settings.rq_retries,
-                              result_ttl_s=settings.rq_result_ttl)
-                   if settings.transport == "rq" else None)
+    transport = transports.get(settings.transport)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items or 0, settings.batch)
     client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
@@ -89,7 +85,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
         attempt = retrying(
             lambda: open_run(client, keys, plan, producer_name, source.fingerprint(),
                              transport=settings.transport, not_resumable=source.not_resumable,
-                             **(job_options.as_meta() if job_options else {})),
+                             **transport.run_meta(settings)),
             "start or resume the run", log, stop=stop, deadline=deadline)
     except RunRefused as exc:
         log.error("%s", exc)
@@ -103,15 +99,10 @@ def run(settings: ProducerSettings, stop: threading.Event,
     else:
         log.info("run %s: %s in batches of up to %d, over %s", run_id,
                  "a stream" if streaming else f"{plan.items} items in {plan.batches} batches",
-                 plan.batch_size,
-                 f"RQ queue {settings.rq_queue!r}" if job_options else keys.queue)
+                 plan.batch_size, transport.queue_label(keys, settings.rq_queue))
 
     bound = queue_bound(settings.max_queue, settings.batch)
-    sink: BatchSink
-    if job_options is not None:
-        sink = RqSink(client, keys, run_id, bound, job_options, attempt.epoch)
-    else:
-        sink = ListSink(keys, scripts, run_id, bound, attempt.epoch)
+    sink = transport.sink(client, keys, scripts, run_id, bound, settings, attempt.epoch)
     pusher = Pusher(sink, run_id, source.batches(before.is_pushed), threads=settings.threads,
                     batch_size=settings.batch, stop=halt, deadline=deadline, rate=settings.rate,
                     events=metrics or NO_PRODUCER_EVENTS, streaming=streaming)
@@ -119,7 +110,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
         make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, lambda: source.items, lambda: before.items + pusher.pushed_items,
         interval=settings.progress_interval,
-        queue_key=RqKeys(settings.rq_queue).queue if settings.transport == "rq" else None,
+        queue_key=transport.queue_key(keys, settings.rq_queue),
         read=(lambda: source.read) if isinstance(source, StreamSource) else None,
     )
     progress.start()

@@ -2,7 +2,7 @@
 
 Each push carries several batches, so a round trip carries thousands of items: one call of
 ``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
-(``producer_service.rq_sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
+(``exactsum.transport.rq.sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
 which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
 is the backpressure: the thread waits and sends the rest again. Either pushes only while this
 producer's epoch is the run's (:class:`exactsum.runs.ProducerFenced` otherwise): a producer that
@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
@@ -25,6 +24,7 @@ from exactsum.keys import Keys
 from exactsum.protocol import encode_text
 from exactsum.runs import ProducerFenced
 from exactsum.scripts import Scripts
+from exactsum.transport.base import BatchSink
 from producer_service.source import OutBatch
 
 log = logging.getLogger("producer.pusher")
@@ -33,19 +33,6 @@ log = logging.getLogger("producer.pusher")
 # enough that one script call stays well under a millisecond of Redis time.
 ITEMS_PER_CALL = 8192
 MAX_BATCHES_PER_CALL = 256
-
-
-class BatchSink(Protocol):
-    """Where pushes go: the native list (:class:`ListSink`) or RQ (``producer_service.rq_sink``).
-
-    ``send`` takes ``(sequence number, items, element)`` triples in order and returns how many
-    of them, from the first, are now pushed, counting those already pushed by an earlier call
-    whose reply was lost; it stops at the first that does not fit under the queue's bound.
-    Sending the same batches again must be harmless: :func:`retrying` re-sends after errors.
-    It raises :class:`ProducerFenced`, having pushed nothing, when the run's epoch has moved on.
-    """
-
-    def send(self, batches: list[tuple[int, int, bytes]]) -> int: ...
 
 
 class Pusher:

@@ -114,4 +114,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
+    if args.min > args.max:
+        parser.error(f"--min {args.min} is greater than --max {args.max}")
     return ProducerSettings(**vars(args))

@@ -1,6 +1,6 @@
 """Write docs/options.md from the services' own ``--help``, so the options' documentation cannot
 drift from the code: ``python scripts/options_doc.py`` (``make options-doc``) rewrites it,
-``--check`` exits 1 when the committed file differs (tests/test_options_doc.py runs that).
+``--check`` exits 1 when the committed file differs (tests/unit/test_options_doc.py runs that).
 
 ``--help`` is taken with no service variable set (a variable replaces the default that ``--help``
 shows) and 100 columns wide.
