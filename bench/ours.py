@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, server
-from consumer_service.latency import LatencyHistogram
 from exactsum.keys import Keys
+from exactsum.transport.latency import LatencyHistogram
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import Any
 import redis
 
 from exactsum.cluster import make_cluster_client
-from exactsum.localcluster import LocalCluster
-from exactsum.localredis import LocalRedis
+from tests.localcluster import LocalCluster
+from tests.localredis import LocalRedis
 
-# The project runs Redis with appendonly yes and appendfsync always (see exactsum/localredis.py):
+# The project runs Redis with appendonly yes and appendfsync always (see tests/localredis.py):
 # a commit acknowledged is on disk. Every queue in the benchmark runs against the same settings.
 DEFAULT_FSYNC = "always"
 

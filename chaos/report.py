@@ -15,6 +15,7 @@ KIND_NAMES = {
     "redis": "redis-server kill -9 + restart",
     "partition": "consumer cut off the network",
     "rqworker": "one RQ worker process SIGKILLed",
+    "producer": "producer SIGKILL + resume",
 }
 RECOVER_MEANING = {
     "sigkill": "kill -> its claims back on the queue",
@@ -22,6 +23,7 @@ RECOVER_MEANING = {
     "redis": "kill -> commits resume; back: restart -> commits resume",
     "partition": "link down -> its claims reclaimed; back: link up -> it commits again",
     "rqworker": "kill -> its jobs back on RQ's queue; back: kill -> a new worker in its place",
+    "producer": "kill -> the same command again pushes the rest",
 }
 
 
@@ -46,6 +48,7 @@ class ChaosResult:
     retried: int = 0
     producer_status: int | None = None
     producer_exact: bool = False
+    producer_attempts: int = 1  # producers started: one more after each producer fault
     consumer_exits: dict[str, int | None] = field(default_factory=dict)
     checker: CheckerReport = field(default_factory=CheckerReport)
     kinds: list[KindSummary] = field(default_factory=list)
@@ -111,6 +114,8 @@ def result_table(r: ChaosResult) -> str:
         ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
          f"{c.transient} transient and {len(c.persistent)} persistent violations; longest "
          f"time a dead consumer held claims {c.max_orphan_age_s:.2f} s"),
+        ("producer attempts", f"{r.producer_attempts} (the last resumed the run and reported "
+         "it)" if r.producer_attempts > 1 else "1"),
         ("faults for", f"{r.duration_s:.0f} s; whole run {r.elapsed_s:.1f} s"),
         ("verdict", "PASS" if r.passed else "FAIL: " + "; ".join(r.failures)),
     ]

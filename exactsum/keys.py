@@ -236,6 +236,31 @@ def partition_of(seq: int, partitions: int) -> int:
     return seq % partitions
 
 
+@dataclass(frozen=True)
+class PoolWorkerName:
+    """The name of an RQ worker that a consumer service runs: ``<consumer>.w<slot>.<start>``,
+    the start-th worker of slot ``slot`` (it is also RQ's worker key, :meth:`RqKeys.worker`).
+    Every consumer can tell from it whose worker it is, and whose heartbeat to look at."""
+
+    consumer: str
+    slot: int
+    start: int
+
+    def __str__(self) -> str:
+        return f"{self.consumer}.w{self.slot}.{self.start}"
+
+    @classmethod
+    def parse(cls, name: str) -> PoolWorkerName | None:
+        """None for a worker that no consumer service started (a plain ``rq worker``)."""
+        match = _POOL_WORKER_RE.match(name)
+        if match is None:
+            return None
+        return cls(match["consumer"], int(match["slot"]), int(match["start"]))
+
+
+_POOL_WORKER_RE = re.compile(r"^(?P<consumer>[A-Za-z0-9_-]+)\.w(?P<slot>\d+)\.(?P<start>\d+)$")
+
+
 def job_id(prefix: str, run_id: str, seq: int) -> str:
     """The RQ job id of one batch. Fixed by the batch, so a re-sent enqueue cannot make a second
     job, and the job says which batch it is. RQ allows letters, digits, ``_`` and ``-`` only."""

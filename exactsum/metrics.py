@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from exactsum.cluster import connect, is_cluster
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
-from exactsum.protocol import Batch
+from exactsum.protocol import Batch, element_items
 
 log = logging.getLogger("metrics")
 
@@ -44,14 +44,6 @@ NAMESPACE = "exactsum"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 KEEP_RUNS = 20
-
-
-def element_items(element: bytes) -> int:
-    """Items in a queue element, read from its header alone (0 if it is not ours)."""
-    parts = element.split(b"|", 4)
-    if len(parts) == 5 and parts[0] == b"pc1" and parts[3].isdigit():
-        return int(parts[3])
-    return 0
 
 
 class RunSeries:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
+from exactsum import transport
 from exactsum.keys import Keys
+from exactsum.transport import get as transport_named
 
 
 def positive_int(text: str) -> int:
@@ -85,9 +86,6 @@ def key_prefix(text: str) -> str:
             f"{text!r}: a key prefix is non-empty, without ':' or spaces"
         )
     return text
-
-
-RQ_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def rq_queue_name(text: str) -> str:
@@ -173,16 +171,15 @@ class EnvParser(argparse.ArgumentParser):
         )
 
     def check_cluster(self, redis_cluster: str, transport: str) -> None:
-        """RQ's own keys cannot carry our hash tags, so RQ cannot run on a cluster."""
-        if redis_cluster and transport == "rq":
-            self.error("--redis-cluster works with --transport native only: RQ's keys cannot "
-                       "be put in one hash slot per job (CROSSSLOT), so RQ cannot run on Redis "
-                       "Cluster")
+        """The transport must be able to run on a Redis Cluster when one is asked for."""
+        problem = transport_named(transport).cluster_problem() if redis_cluster else None
+        if problem:
+            self.error(f"--redis-cluster with --transport {transport}: {problem}")
 
     def add_transport_options(self) -> None:
         """Which queue carries the batches; the producer and its consumers must agree."""
         self.add_env_option(
-            "--transport", env="TRANSPORT", default="native", choices=["native", "rq"],
+            "--transport", env="TRANSPORT", default=transport.DEFAULT, choices=transport.names(),
             help="native: a Redis list and this project's scripts; rq: RQ jobs on an RQ queue, "
             "run by RQ workers (the sum stays exact either way)",
         )
@@ -192,10 +189,15 @@ class EnvParser(argparse.ArgumentParser):
         )
 
     def check_transport(self, transport: str, prefix: str) -> None:
-        """RQ job ids carry the key prefix, and RQ allows only letters, digits, _ and - in them."""
-        if transport == "rq" and not RQ_SAFE_RE.match(prefix):
-            self.error(f"--key-prefix {prefix!r}: with --transport rq a key prefix is made of "
-                       "letters, digits, '_' and '-' only (it is part of RQ job ids)")
+        """The transport must be installed, and may allow fewer key prefixes (RQ's job ids carry
+        the prefix)."""
+        chosen = transport_named(transport)
+        missing = chosen.missing()
+        if missing:
+            self.error(f"--transport {transport}: {missing}")
+        problem = chosen.prefix_problem(prefix)
+        if problem:
+            self.error(f"--key-prefix {prefix!r}: {problem}")
 
     def add_metrics_options(self, port_env: str) -> None:
         """Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given."""

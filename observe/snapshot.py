@@ -9,8 +9,8 @@ run's sum, its committed count and its per-consumer counts are written by the sa
 a snapshot never shows one without the others. A finished run
 is also judged by :func:`exactsum.runs.audit`, the producer's own audit.
 
-It needs only read access (the ``observer`` user of :mod:`exactsum.acl`). On a Redis Cluster it
-adds up the partitions of each run (docs/cluster.md).
+It needs only read access (the ``observer`` user of :mod:`exactsum_admin.acl`). On a Redis
+Cluster it adds up the partitions of each run (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import redis
 
 from exactsum.cluster import is_cluster
 from exactsum.keys import Keys, RqKeys, partition_of
-from exactsum.metrics import element_items
+from exactsum.protocol import element_items
 from exactsum.runs import FINAL_STATES, RunPlan, audit, partitions_of
 
 RECENT_DEAD = 3  # newest dead letters shown per list

@@ -54,14 +54,18 @@ class ProducerSettings:
     rq_job_timeout: int
     rq_retries: int
     rq_result_ttl: int
+    validate_only: bool
 
 
 def build_parser() -> EnvParser:
     parser = EnvParser(
         prog="python -m producer_service",
         description="Push numbers onto the Redis queue, wait for the consumers, and print a "
-        "verified report. Exit status: 0 exact, 1 not verified (lost, doubled, or timed out), "
-        "2 bad usage or input, 3 nothing lost or doubled but some items dead-lettered.",
+        "verified report. An existing --run-id with the same source is resumed (docs/producer.md). "
+        "Exit status: 0 exact, 1 not verified (lost, doubled, timed out, or interrupted: resume "
+        "it), 2 bad usage or input, or a resume refused (nothing pushed), 3 nothing lost or "
+        "doubled but some items dead-lettered, 4 fenced: another producer resumed the run, "
+        "5 a stream stopped at a bad line (the lines before it counted exactly).",
     )
     parser.add_common_options()
     add = parser.add_env_option
@@ -76,11 +80,13 @@ def build_parser() -> EnvParser:
     add("--seed", env="PRODUCER_SEED", default=None, type=int_value,
         help="seed of the random integers, for a reproducible run")
     add("--input", env="PRODUCER_INPUT", default=None,
-        help="read one integer per line from FILE instead ('-' is stdin)")
+        help="read one integer per line from FILE instead ('-' is stdin: streamed as it "
+        "arrives from a pipe; a first SIGTERM ends the input there)")
     add("--max-queue", env="PRODUCER_MAX_QUEUE", default=1_000_000, type=non_negative_int,
         help="wait while the queue holds this many items (0: unbounded)")
     add("--run-id", env="PRODUCER_RUN_ID", default=None, type=run_id,
-        help="name of this run (default: a fresh random id)")
+        help="name of this run (default: a fresh random id); the id of an unfinished run, "
+        "with the same source, resumes it")
     add("--timeout", env="PRODUCER_TIMEOUT", default=600.0, type=positive_float,
         help="seconds to wait for the run to finish before reporting it unverified")
     add("--retention", env="PRODUCER_RETENTION", default=86_400, type=positive_int,
@@ -90,6 +96,9 @@ def build_parser() -> EnvParser:
     add("--rate", env="PRODUCER_RATE", default=0.0, type=non_negative_float,
         help="push at most this many items per second, one batch at a time (0: as fast as "
         "possible); for latency measurements")
+    parser.add_env_flag("--validate-only", env="PRODUCER_VALIDATE_ONLY",
+                        help="read the input, check every line and print its item count, sum "
+                        "and fingerprint; push nothing (no Redis needed)")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
     add("--partitions", env="PRODUCER_PARTITIONS", default=0, type=non_negative_int,
@@ -113,4 +122,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
     parser.check_cluster(args.redis_cluster, args.transport)
+    if args.min > args.max:
+        parser.error(f"--min {args.min} is greater than --max {args.max}")
     return ProducerSettings(**vars(args))
