@@ -152,6 +152,29 @@ def test_sigterm_with_batches_longer_than_the_grace_gives_them_back(
     assert report["sum"] == total
 
 
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_thread_blocked_in_its_claim_at_the_give_back_leaves_no_claim_behind(
+    services: Services, client: redis.Redis, keys: Keys, tmp_path: Path, attempt: int
+) -> None:
+    """Two threads hold batches that outlast the grace; the third is blocked in BLMOVE (2 s)
+    when they are given back, so it receives one of them after the give-back. The stop waits
+    for that claim to end and gives back again: the consumer leaves no claim behind."""
+    path, total = numbers_file(tmp_path, 200)
+    leaver = services.consumer("--threads", "3", "--work-io-ms", "20", "--grace", "1",
+                               "--block-timeout", "2", "--heartbeat-ttl", "4",
+                               "--reclaim-interval", "0.5")
+    leaver_id = services.consumer_id(leaver)
+    producer = services.producer("--input", str(path), "--batch", "100")
+    wait_until(lambda: inflight_of(client, keys, leaver_id) == 2, 20, "two threads busy")
+    leaver.signal(signal.SIGTERM)
+    assert leaver.wait(timeout=8) == 0
+    assert inflight_of(client, keys, leaver_id) == 0, leaver.stderr
+    services.consumer("--threads", "2", *QUICK_LIVENESS)
+    report = finish(producer)
+    assert_exact(report, 200)
+    assert report["sum"] == total
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_redis_killed_and_restarted_mid_run(

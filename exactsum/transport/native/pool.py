@@ -83,7 +83,17 @@ class ThreadPool(ConsumerPool):
         if still_busy:
             log.warning("consumer %s: %s did not finish within the grace; giving their batches "
                         "back", self.ctx.consumer_id, ", ".join(still_busy))
-        return self._give_back(give_back_by)
+        moved = self._give_back(give_back_by)
+        if still_busy:
+            # A thread that was blocked in BLMOVE when the grace ended still receives an element
+            # if one arrives before its timeout (another consumer's give-back, a new push), after
+            # the give-back above. Its claim ends within --block-timeout: wait that long (never
+            # past the give-back deadline), then give back again, so no claim is left behind.
+            last_claim = min(give_back_by, time.monotonic() + self.ctx.settings.block_timeout + 0.5)
+            for worker in self.workers:
+                worker.join(timeout=max(0.0, last_claim - time.monotonic()))
+            moved += self._give_back(give_back_by)
+        return moved
 
     def _give_back(self, deadline: float) -> int:
         """Put every element still in our in-flight lists back on the queue."""
