@@ -18,6 +18,7 @@ import redis
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.runs import expire_finished_runs
 from exactsum.scripts import Scripts
 
@@ -28,12 +29,14 @@ class Reclaimer(threading.Thread):
     def __init__(
         self, client: redis.Redis, keys: Keys, scripts: Scripts, consumer_id: str,
         *, interval: float, events: ConsumerEvents = NO_CONSUMER_EVENTS,
+        replication: Replication = NO_REPLICATION,
     ) -> None:
         super().__init__(name="reclaimer", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
         self.consumer_id = consumer_id
         self.interval = interval
         self.events = events
+        self.replication = replication
         self.stopping = threading.Event()
         self._next_retention = 0.0
 
@@ -64,7 +67,9 @@ class Reclaimer(threading.Thread):
             owner = self.keys.inflight_owner(key)
             if owner not in dead:
                 continue
-            moved = int(self.scripts.reclaim(
+            # Not acknowledged, the whole sweep is retried: a list already moved is empty then.
+            moved = int(self.replication.script(
+                self.scripts.reclaim,
                 keys=[self.keys.heartbeat(owner), key, self.keys.queue, self.keys.reclaimed],
                 args=["1"],
             ))

@@ -60,7 +60,7 @@ class RqConsumerService:
         self.settings = settings
         self.consumer_id = consumer_id
         self.keys = Keys(settings.key_prefix)
-        url, timeout = settings.redis_url, settings.socket_timeout
+        url, timeout = settings.redis, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
         beat_client = make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
@@ -140,7 +140,9 @@ class RqConsumerService:
         s = self.settings
         config = WorkerConfig(
             name=slot.name, consumer_id=self.consumer_id, parent_pid=os.getpid(),
-            redis_url=s.redis_url, key_prefix=s.key_prefix, queue=s.rq_queue,
+            redis_url=s.redis_url, redis_sentinels=list(s.redis_sentinels or ()),
+            redis_sentinel_master=s.redis_sentinel_master, key_prefix=s.key_prefix,
+            queue=s.rq_queue,
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
         )

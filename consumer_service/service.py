@@ -46,7 +46,7 @@ class ConsumerService:
         self.stop_claiming = threading.Event()
         self.halt = threading.Event()
         self.wake = threading.Event()  # a signal or a worker's fatal error
-        url, timeout = settings.redis_url, settings.socket_timeout
+        url, timeout = settings.redis, settings.socket_timeout
         self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = Scripts.register(self.control)
         self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
@@ -61,7 +61,7 @@ class ConsumerService:
         self.reclaimer = Reclaimer(
             make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
             self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
-            events=events,
+            events=events, replication=settings.replication,
         )
         self.workers = [
             Worker(
@@ -72,6 +72,7 @@ class ConsumerService:
                 work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
                 failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
                 max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
+                replication=settings.replication,
             )
             for i in range(settings.threads)
         ]
@@ -84,8 +85,9 @@ class ConsumerService:
             retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
         except RetryAborted:
             return 0
-        log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s", self.consumer_id,
-                 self.settings.threads, self.settings.heartbeat_ttl, self.keys.queue)
+        log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s on %s",
+                 self.consumer_id, self.settings.threads, self.settings.heartbeat_ttl,
+                 self.keys.queue, self.settings.redis.describe())
         if self.settings.id_file:
             with open(self.settings.id_file, "w", encoding="utf-8") as out:
                 out.write(self.consumer_id + "\n")
@@ -148,7 +150,8 @@ class ConsumerService:
             keys = [self.keys.heartbeat(self.consumer_id), worker.inflight, self.keys.queue,
                     self.keys.reclaimed]
             try:
-                moved += int(retrying(partial(self.scripts.reclaim, keys=keys, args=["0"]),
+                moved += int(retrying(partial(self.settings.replication.script,
+                                              self.scripts.reclaim, keys, ["0"]),
                                       "give back", log, deadline=deadline))
             except RetryAborted:
                 log.error("consumer %s: could not give back %s; other consumers reclaim it "

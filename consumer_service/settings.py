@@ -6,17 +6,21 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exactsum.connection import RedisTarget
 from exactsum.options import (
     EnvParser,
     non_negative_float,
     positive_float,
     positive_int,
 )
+from exactsum.replication import Replication
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
     key_prefix: str
     log_level: str
     log_format: str
@@ -37,6 +41,16 @@ class ConsumerSettings:
     metrics_addr: str
     transport: str
     rq_queue: str
+    min_replicas: int
+    replica_timeout: float
+
+    @property
+    def redis(self) -> RedisTarget:
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master)
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.min_replicas, self.replica_timeout)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -45,8 +59,9 @@ class ConsumerSettings:
 
     @property
     def socket_timeout(self) -> float:
-        """Longer than the blocking claim, or redis-py would time out a healthy connection."""
-        return self.block_timeout + 2.0
+        """Longer than the blocking claim (and the WAIT after it), or redis-py would time out a
+        healthy connection."""
+        return self.block_timeout + 2.0 + (self.replica_timeout if self.min_replicas else 0.0)
 
 
 def build_parser() -> EnvParser:
@@ -89,6 +104,7 @@ def build_parser() -> EnvParser:
         "latency percentiles (for benchmarks)")
     parser.add_metrics_options("CONSUMER_METRICS_PORT")
     parser.add_transport_options()
+    parser.add_replication_options()
     return parser
 
 

@@ -31,6 +31,7 @@ from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Scripts
 
@@ -70,6 +71,7 @@ class Worker(threading.Thread):
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
         events: ConsumerEvents = NO_CONSUMER_EVENTS,
+        replication: Replication = NO_REPLICATION,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.client, self.keys, self.scripts = client, keys, scripts
@@ -85,6 +87,9 @@ class Worker(threading.Thread):
         self.max_attempts = max_attempts
         self.on_fatal = on_fatal
         self.events = events
+        # Each write counts once enough replicas have it; short of that it is retried like a
+        # write whose reply was lost (exactsum.replication).
+        self.replication = replication
         self.error: BaseException | None = None
         # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
@@ -112,15 +117,21 @@ class Worker(threading.Thread):
                          self.inflight)
                 return True
         if self.claim_size > 1:
-            claimed = cast(list[bytes], self.scripts.claim(
-                keys=[self.keys.queue, self.inflight], args=[self.claim_size]))
+            claimed = cast(list[bytes], self.replication.script(
+                self.scripts.claim, keys=[self.keys.queue, self.inflight],
+                args=[self.claim_size]))
             if claimed:
                 self.pending.extend(claimed)
                 return True
         # Redis takes a fractional timeout; redis-py's stub says int.
-        element = cast(bytes | None, self.client.blmove(
-            self.keys.queue, self.inflight, self.block_timeout, "RIGHT", "LEFT"  # type: ignore[arg-type]
-        ))
+        args = (self.keys.queue, self.inflight, self.block_timeout, "RIGHT", "LEFT")
+        if self.replication.enabled:
+            # In a pipeline, so that WAIT follows the move on the same connection.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.blmove(*args)  # type: ignore[arg-type]
+            element = cast(bytes | None, self.replication.execute(pipe)[0])
+        else:
+            element = cast(bytes | None, self.client.blmove(*args))  # type: ignore[arg-type]
         if element is None:
             # Idle: a good moment to make sure nothing arrived in the list unseen.
             self.resync = True
@@ -210,7 +221,8 @@ class Worker(threading.Thread):
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
         reply = retrying(
-            lambda: self.scripts.commit(
+            lambda: self.replication.script(
+                self.scripts.commit,
                 keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
                       rk.stale],
                 args=args,
@@ -250,8 +262,8 @@ class Worker(threading.Thread):
         """Processing failed: another attempt, or dead letters once attempts are used up."""
         rk = self.keys.run(batch.run_id)
         reply = retrying(
-            lambda: self.scripts.retry(
-                keys=[self.inflight, self.keys.queue, rk.attempts, rk.done],
+            lambda: self.replication.script(
+                self.scripts.retry, keys=[self.inflight, self.keys.queue, rk.attempts, rk.done],
                 args=[element, batch.seq, self.max_attempts],
             ),
             "retry", log, stop=self.halt, on_error=self._mark_resync,
@@ -284,8 +296,9 @@ class Worker(threading.Thread):
         entry = self._entry(element, reason)
         status, left = self._call(
             "dead-letter",
-            lambda: self.scripts.dead_letter_foreign(
-                keys=[self.inflight, self.keys.dead], args=[element, entry]
+            lambda: self.replication.script(
+                self.scripts.dead_letter_foreign, keys=[self.inflight, self.keys.dead],
+                args=[element, entry],
             ),
         )
         self.taken -= 1
@@ -302,8 +315,8 @@ class Worker(threading.Thread):
                             attempts=attempts)
         status, left = self._call(
             "dead-letter",
-            lambda: self.scripts.dead_letter(
-                keys=[self.inflight, rk.done, rk.dead, rk.dead_items],
+            lambda: self.replication.script(
+                self.scripts.dead_letter, keys=[self.inflight, rk.done, rk.dead, rk.dead_items],
                 args=[element, batch.seq, batch.count, entry],
             ),
         )

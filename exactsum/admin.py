@@ -26,7 +26,7 @@ from rq import Queue
 
 from exactsum.connection import make_client
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, non_negative_int
+from exactsum.options import EnvParser, non_negative_int, redis_target
 from exactsum.protocol import ForeignElement, decode
 from exactsum.rqjobs import JobOptions, enqueue_jobs
 from exactsum.runs import RunPlan, audit
@@ -74,7 +74,7 @@ def _describe(index: int, raw: bytes) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
-    client = make_client(args.redis_url, socket_timeout=10.0)
+    client = make_client(redis_target(args), socket_timeout=10.0)
     if args.topic == "audit":
         return _audit(client, keys, args.run, args.json)
     rk = keys.run(args.run) if args.run else None

@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exactsum.connection import make_client
+from exactsum.connection import RedisTarget, make_client
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import Batch
@@ -162,7 +162,7 @@ class _Served:
 
 
 class ConsumerMetrics(_Served, ConsumerEvents):
-    def __init__(self, consumer_id: str, keys: Keys, redis_url: str, threads: int,
+    def __init__(self, consumer_id: str, keys: Keys, redis_url: RedisTarget | str, threads: int,
                  keep_runs: int = KEEP_RUNS) -> None:
         self.consumer_id = consumer_id
         reg = self.registry = CollectorRegistry()
@@ -223,7 +223,8 @@ class ConsumerMetrics(_Served, ConsumerEvents):
 
 
 class ProducerMetrics(_Served, ProducerEvents):
-    def __init__(self, keys: Keys, redis_url: str, keep_runs: int = KEEP_RUNS) -> None:
+    def __init__(self, keys: Keys, redis_url: RedisTarget | str,
+                 keep_runs: int = KEEP_RUNS) -> None:
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
         self.items = Counter("items_produced", "Items stored on the queue (each pushed once)",

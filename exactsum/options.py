@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from exactsum.connection import RedisTarget
 from exactsum.keys import Keys
+from exactsum.replication import Replication
 
 
 def positive_int(text: str) -> int:
@@ -79,6 +81,27 @@ def key_prefix(text: str) -> str:
     return text
 
 
+def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port,...``: the Sentinels to ask where the primary is."""
+    found: list[tuple[str, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        host, sep, port_text = part.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not host:port (a Sentinel's address, e.g. sentinel-1:26379)")
+        found.append((host.strip("[]"), int(port_text)))
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} names no Sentinel (host:port,...)")
+    return tuple(found)
+
+
+def redis_target(args: argparse.Namespace) -> RedisTarget:
+    """Where Redis is, from the common options (:meth:`EnvParser.add_common_options`)."""
+    return RedisTarget(args.redis_url, args.redis_sentinels or (), args.redis_sentinel_master)
+
+
 RQ_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -134,6 +157,16 @@ class EnvParser(argparse.ArgumentParser):
             "from REDIS_USERNAME and REDIS_PASSWORD_FILE or REDIS_PASSWORD, or the URL",
         )
         self.add_env_option(
+            "--redis-sentinels", env="REDIS_SENTINELS", default=None, type=sentinel_addresses,
+            help="host:port,... of Redis Sentinels: ask them where the primary is, and follow "
+            "it after a failover (the --redis-url's host and port are then not used; its "
+            "scheme, database and credentials are)",
+        )
+        self.add_env_option(
+            "--redis-sentinel-master", env="REDIS_SENTINEL_MASTER", default="mymaster",
+            help="the name the Sentinels monitor the primary under (with --redis-sentinels)",
+        )
+        self.add_env_option(
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
             help="prefix of every Redis key",
         )
@@ -144,6 +177,20 @@ class EnvParser(argparse.ArgumentParser):
         self.add_env_option(
             "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
             help="log line format",
+        )
+
+    def add_replication_options(self) -> None:
+        """How many replicas must have a write before it counts (exactsum.replication)."""
+        self.add_env_option(
+            "--min-replicas", env="MIN_REPLICAS", default=0, type=non_negative_int,
+            help="a write counts only once this many replicas acknowledged it (WAIT); not "
+            "acknowledged, it is retried, so a failover loses no write a service was told had "
+            "succeeded (docs/sentinel.md); 0: no WAIT",
+        )
+        self.add_env_option(
+            "--replica-timeout", env="REPLICA_TIMEOUT", default=Replication().timeout_s,
+            type=positive_float,
+            help="seconds to wait for --min-replicas replicas before retrying the write",
         )
 
     def add_transport_options(self) -> None:

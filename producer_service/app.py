@@ -17,6 +17,7 @@ from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.rqjobs import JobOptions
 from exactsum.runs import RunPlan, audit, create_run, expire_run, read_progress, set_state
 from exactsum.scripts import Scripts
@@ -52,21 +53,26 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
                    if settings.transport == "rq" else None)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items, settings.batch)
-    client = make_client(settings.redis_url, socket_timeout=10.0, name=f"producer-{run_id}")
+    client = make_client(settings.redis, socket_timeout=10.0, name=f"producer-{run_id}")
+    replication = settings.replication
     scripts = Scripts.register(client)
     started = time.monotonic()
     deadline = started + settings.timeout
     producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     metrics = None
     if settings.metrics_port:
-        metrics = ProducerMetrics(keys, settings.redis_url)
+        metrics = ProducerMetrics(keys, settings.redis)
         metrics.start_run(run_id)
         metrics.serve(settings.metrics_addr, settings.metrics_port)
 
     try:
-        retrying(lambda: create_run(client, keys, plan, producer_name, settings.transport,
-                                    **(job_options.as_meta() if job_options else {})),
-                 "create run", log,
+        def create() -> None:
+            create_run(client, keys, plan, producer_name, settings.transport,
+                       **(job_options.as_meta() if job_options else {}))
+            # A run whose meta a failover lost would have its batches dead-lettered as foreign.
+            replication.barrier(client, keys.run(run_id).meta)
+
+        retrying(create, "create run", log,
                  stop=stop, deadline=deadline)
     except ValueError as exc:
         log.error("%s", exc)
@@ -78,14 +84,14 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     bound = queue_bound(settings.max_queue, settings.batch)
     sink: BatchSink
     if job_options is not None:
-        sink = RqSink(client, keys, run_id, bound, job_options)
+        sink = RqSink(client, keys, run_id, bound, job_options, replication)
     else:
-        sink = ListSink(keys, scripts, run_id, bound)
+        sink = ListSink(keys, scripts, run_id, bound, replication)
     pusher = Pusher(sink, run_id, source.batches(), threads=settings.threads,
                     batch_size=settings.batch, stop=stop, deadline=deadline, rate=settings.rate,
                     events=metrics or NO_PRODUCER_EVENTS)
     progress = ProgressReporter(
-        make_client(settings.redis_url, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
+        make_client(settings.redis, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, plan.items, lambda: pusher.pushed_items,
         interval=settings.progress_interval,
         queue_key=RqKeys(settings.rq_queue).queue if settings.transport == "rq" else None,
@@ -95,12 +101,14 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
     try:
         pusher.run()
         if pusher.pushed_items == plan.items:
-            retrying(lambda: set_state(client, keys, run_id, "pushed",
-                                       expected_sum=str(source.expected_sum)),
-                     "mark pushed", log, stop=stop, deadline=deadline)
+            def mark_pushed() -> None:
+                set_state(client, keys, run_id, "pushed", expected_sum=str(source.expected_sum))
+                replication.barrier(client, keys.run(run_id).meta)
+
+            retrying(mark_pushed, "mark pushed", log, stop=stop, deadline=deadline)
             log.info("run %s: all %d items pushed; waiting for the consumers", run_id,
                      plan.items)
-            timed_out = not _wait_for_consumers(client, keys, plan, stop, deadline)
+            timed_out = not _wait_for_consumers(client, keys, plan, stop, deadline, replication)
         else:
             timed_out = True
     except RetryAborted as exc:
@@ -133,18 +141,28 @@ def run(settings: ProducerSettings, stop: threading.Event) -> int:
 
 
 def _wait_for_consumers(
-    client: redis.Redis, keys: Keys, plan: RunPlan, stop: threading.Event, deadline: float
+    client: redis.Redis, keys: Keys, plan: RunPlan, stop: threading.Event, deadline: float,
+    replication: Replication = NO_REPLICATION,
 ) -> bool:
     """Poll until every item is committed or dead-lettered. False on timeout or stop."""
     pause = 0.005
+
+    def resolved() -> int:
+        found = read_progress(client, keys, plan.run_id).resolved
+        if found >= plan.items and replication.enabled:
+            # The commits just read must be on the replicas before the audit reads them: a
+            # failover in between would otherwise make a finished run look short.
+            replication.barrier(client, keys.run(plan.run_id).meta)
+            found = read_progress(client, keys, plan.run_id).resolved
+        return found
+
     while True:
-        progress = retrying(lambda: read_progress(client, keys, plan.run_id), "read progress",
-                            log, stop=stop, deadline=deadline)
-        if progress.resolved >= plan.items:
+        done = retrying(resolved, "read progress", log, stop=stop, deadline=deadline)
+        if done >= plan.items:
             return True
         if time.monotonic() >= deadline:
-            log.error("run %s: timed out with %d of %d items resolved", plan.run_id,
-                      progress.resolved, plan.items)
+            log.error("run %s: timed out with %d of %d items resolved", plan.run_id, done,
+                      plan.items)
             return False
         if stop.wait(pause):
             return False

@@ -21,6 +21,7 @@ from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import encode_text
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.scripts import Scripts
 from producer_service.source import OutBatch
 
@@ -149,16 +150,19 @@ class ListSink:
     """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
     once (the run's ``pushed`` bitmap), and stops at the queue's bound."""
 
-    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int) -> None:
+    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int,
+                 replication: Replication = NO_REPLICATION) -> None:
         self.scripts = scripts
         self.keys = [keys.queue, keys.run(run_id).pushed]
         self.bound = bound
+        # A push counts once enough replicas have it; the pushed bitmap makes re-sending safe.
+        self.replication = replication
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
         args: list[bytes | int] = [self.bound]
         for seq, _, element in batches:
             args += [seq, element]
-        return int(self.scripts.push(keys=self.keys, args=args))
+        return int(self.replication.script(self.scripts.push, self.keys, args))
 
 
 def queue_bound(max_queue_items: int, batch_size: int) -> int:

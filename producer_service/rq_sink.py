@@ -18,12 +18,13 @@ import redis
 from rq import Queue
 
 from exactsum.keys import Keys, RqKeys
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.rqjobs import JobOptions, enqueue_jobs
 
 
 class RqSink:
     def __init__(self, client: redis.Redis, keys: Keys, run_id: str, bound: int,
-                 options: JobOptions) -> None:
+                 options: JobOptions, replication: Replication = NO_REPLICATION) -> None:
         self.client = client
         self.prefix = keys.prefix
         self.run_keys = keys.run(run_id)
@@ -32,6 +33,7 @@ class RqSink:
         self.queue_key = RqKeys(options.queue).queue
         self.bound = bound
         self.options = options
+        self.replication = replication
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
         pipe = self.client.pipeline(transaction=False)
@@ -58,4 +60,7 @@ class RqSink:
             for seq, _, _ in new:
                 tx.setbit(self.run_keys.pushed, seq, 1)
             tx.execute()
+            # WAIT cannot follow an EXEC in the same round trip through redis-py: a write of
+            # our own after it, then WAIT, covers the transaction too (one ordered stream).
+            self.replication.barrier(self.client, self.run_keys.meta)
         return handled

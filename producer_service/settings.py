@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exactsum.connection import RedisTarget
 from exactsum.options import (
     EnvParser,
     int_value,
@@ -15,6 +16,7 @@ from exactsum.options import (
     positive_int,
 )
 from exactsum.protocol import RUN_ID_RE
+from exactsum.replication import Replication
 
 
 def run_id(text: str) -> str:
@@ -26,6 +28,8 @@ def run_id(text: str) -> str:
 @dataclass(frozen=True)
 class ProducerSettings:
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
     key_prefix: str
     log_level: str
     log_format: str
@@ -50,6 +54,16 @@ class ProducerSettings:
     rq_job_timeout: int
     rq_retries: int
     rq_result_ttl: int
+    min_replicas: int
+    replica_timeout: float
+
+    @property
+    def redis(self) -> RedisTarget:
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master)
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.min_replicas, self.replica_timeout)
 
 
 def build_parser() -> EnvParser:
@@ -98,6 +112,7 @@ def build_parser() -> EnvParser:
     add("--rq-result-ttl", env="PRODUCER_RQ_RESULT_TTL", default=600, type=positive_int,
         help="with --transport rq: seconds RQ keeps a finished job's record and result "
         "(about 6 KB each; for rq-dashboard)")
+    parser.add_replication_options()
     return parser
 
 
