@@ -1,0 +1,235 @@
+"""Redis Sentinel: acknowledged writes, and failovers that lose nothing and count nothing twice.
+
+Real redis-server and redis-sentinel processes on loopback ports (exactsum.localsentinel), real
+kill -9 of the primary, real producer and consumer processes (tests.procs).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis
+
+from exactsum.connection import RedisTarget, make_client, retrying
+from exactsum.keys import Keys
+from exactsum.localredis import LocalRedis
+from exactsum.localsentinel import LocalSentinelGroup
+from exactsum.protocol import encode
+from exactsum.replication import Replication
+from exactsum.scripts import Scripts
+from producer_service.pusher import ListSink
+from tests.procs import Services, assert_exact, numbers_file, wait_until
+
+log = logging.getLogger("test.sentinel")
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis]]:
+    primary = LocalRedis(data_dir=tmp_path / "primary")
+    (tmp_path / "primary").mkdir()
+    (tmp_path / "replica").mkdir()
+    replica = LocalRedis(data_dir=tmp_path / "replica",
+                         extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
+    try:
+        primary.start()
+        replica.start()
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def replica_linked(replica: LocalRedis) -> bool:
+    info = cast(dict[str, object], replica.client().info("replication"))
+    return info.get("master_link_status") == "up"
+
+
+@pytest.mark.timeout(90)
+def test_a_push_is_not_acknowledged_without_its_replica_and_is_retried_once_only(
+    primary_and_replica: tuple[LocalRedis, LocalRedis], key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, replica = primary_and_replica
+    wait_until(lambda: replica_linked(replica), 30, "the replica to link up")
+    keys = Keys(key_prefix)
+    client = make_client(primary.url, socket_timeout=5.0)
+    scripts = Scripts.register(client)
+    replication = Replication(min_replicas=1, timeout_s=0.2)
+    sink = ListSink(keys, scripts, "run1", 0, replication)
+
+    # With the replica there, WAIT counts it: acknowledged at the first attempt.
+    first = encode("run1", 0, [1, 2])
+    assert retrying(lambda: sink.send([(0, 2, first)]), "push", log) == 1
+
+    replica.kill()
+    client.script_flush()  # the script must be loaded again on the way (NOSCRIPT)
+    element = encode("run1", 1, [3, 4])
+    result: list[int] = []
+    caplog.set_level(logging.WARNING, logger="test.sentinel")
+    stop = threading.Event()
+    pusher = threading.Thread(
+        target=lambda: result.append(retrying(lambda: sink.send([(1, 2, element)]), "push",
+                                              log, cap=0.3, stop=stop)), daemon=True)
+    pusher.start()
+    try:
+        wait_until(lambda: sum("NotAcknowledged" in r.getMessage()
+                               for r in caplog.records) >= 3,
+                   30, "three attempts refused for want of a replica")
+        assert pusher.is_alive() and not result
+        # Carried out on the primary at the first attempt, and only then: the pushed bitmap
+        # makes every later attempt a no-op, however often it is re-sent.
+        assert client.lrange(keys.queue, 0, -1) == [element, first]
+        assert "0 of 1 replicas acknowledged" in caplog.text
+
+        replica.start()
+        pusher.join(timeout=60)
+    finally:
+        stop.set()
+    assert result == [1]
+    assert client.llen(keys.queue) == 2
+    assert replica.client().llen(keys.queue) == 2
+    assert client.bitcount(keys.run("run1").pushed) == 2
+
+
+def test_sentinel_options_are_checked(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "consumer_service", "--redis-sentinels", "sentinel-1"],
+        capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "--redis-sentinels" in bad.stderr and "is not host:port" in bad.stderr
+    env_bad = subprocess.run(
+        [sys.executable, "-m", "producer_service", "--count", "1"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "MIN_REPLICAS": "-1"})
+    assert env_bad.returncode == 2
+    assert "MIN_REPLICAS" in env_bad.stderr and "negative" in env_bad.stderr
+
+
+# -- failovers during a run ----------------------------------------------------------------------
+
+ITEMS = 1_000_000
+BATCH = 500
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[LocalSentinelGroup]:
+    group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
+                               failover_timeout_ms=5000, min_replicas_to_write=1,
+                               work_dir=tmp_path / "sentinel")
+    try:
+        group.start()
+        yield group
+    finally:
+        group.kill_all()
+        group.close()
+
+
+def run_counter(group: LocalSentinelGroup, keys: Keys, run_id: str) -> redis.Redis:
+    return make_client(RedisTarget(group.url, group.addresses), socket_timeout=2.0,
+                       name="test-observer")
+
+
+def committed_on(node: LocalRedis, key: str) -> int | None:
+    try:
+        return int(node.client().get(key) or 0)
+    except redis.RedisError:
+        return None
+
+
+def fail_over(group: LocalSentinelGroup, committed_key: str) -> dict[str, float]:
+    """kill -9 the primary; time the promotion and the first commit on the new primary; bring
+    the old primary back and wait until it replicates from the new one."""
+    victim = group.kill_primary()
+    killed = time.monotonic()
+    new_port = group.wait_promoted(victim.port, timeout=60)
+    promoted = time.monotonic() - killed
+    new_primary = group.node(new_port)
+    base = committed_on(new_primary, committed_key)
+    while base is None:
+        time.sleep(0.01)
+        base = committed_on(new_primary, committed_key)
+    deadline = time.monotonic() + 120
+    while (committed_on(new_primary, committed_key) or 0) <= base:
+        assert time.monotonic() < deadline, "no commit on the new primary within 120 s"
+        time.sleep(0.005)
+    first_commit = time.monotonic() - killed
+    group.restart(victim)
+    group.wait_replica(victim, timeout=120)
+    rejoined = time.monotonic() - killed
+    return {"promoted_s": promoted, "first_commit_s": first_commit, "rejoined_s": rejoined,
+            "committed_at_promotion": float(base)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_failovers_during_a_run_lose_nothing_and_count_nothing_twice(
+    sentinel_group: LocalSentinelGroup, key_prefix: str, tmp_path: Path,
+) -> None:
+    group = sentinel_group
+    services = Services(group.url, key_prefix, tmp_path)
+    keys = Keys(key_prefix)
+    run_id = "failover"
+    rk = keys.run(run_id)
+    path, expected_sum = numbers_file(tmp_path, ITEMS, seed=12)
+    env = {"REDIS_SENTINELS": group.addresses_text, "REDIS_SENTINEL_MASTER": group.master,
+           "MIN_REPLICAS": "1", "REPLICA_TIMEOUT": "1"}
+    observer = run_counter(group, keys, run_id)
+    try:
+        for _ in range(3):
+            services.consumer("--threads", "4", "--heartbeat-ttl", "6",
+                              "--work-io-ms", "0.01", **env)
+        # Paced so that the run spans both failovers (about 50 s unhindered).
+        producer = services.producer("--input", str(path), "--batch", str(BATCH),
+                                     "--run-id", run_id, "--rate", "20000",
+                                     "--timeout", "600", **env)
+
+        def committed() -> int:
+            try:
+                return int(cast(bytes, observer.get(rk.committed)) or 0)
+            except redis.RedisError:
+                return 0
+
+        figures = []
+        for threshold in (150_000, 550_000):
+            wait_until(lambda t=threshold: committed() >= t, 300,  # type: ignore[misc]
+                       f"{threshold} items committed")
+            figures.append(fail_over(group, rk.committed))
+        status = producer.wait(timeout=600)
+        report = producer.report()
+        assert status == 0, (report, producer.stderr[-3000:])
+    finally:
+        services.close()
+
+    # The producer's audit, and our own oracle: the sum of the file we wrote.
+    assert_exact(report, ITEMS)
+    assert report["expected_sum"] == expected_sum
+    primary = group.primary()
+    client = primary.client()
+    batches = ITEMS // BATCH
+    assert int(cast(bytes, client.get(rk.sum))) == expected_sum
+    assert int(cast(bytes, client.get(rk.committed))) == ITEMS
+    assert client.bitcount(rk.done) == batches
+    assert client.bitcount(rk.pushed) == batches
+    assert client.llen(keys.queue) == 0
+    assert not list(client.scan_iter(match=keys.inflight_pattern, _type="list"))
+    # Every node, the old primaries included, ends with the same records.
+    for node in group.nodes:
+        wait_until(lambda n=node: committed_on(n, rk.committed) == ITEMS, 60,  # type: ignore[misc]
+                   f"node {node.port} to catch up")
+        assert int(cast(bytes, node.client().get(rk.sum))) == expected_sum
+    retried = sum(p.stderr.count("retrying in") for p in services.procs)
+    for n, f in enumerate(figures, 1):
+        print(f"\nfailover {n}: promoted {f['promoted_s']:.2f} s after kill -9; first commit on "
+              f"the new primary {f['first_commit_s']:.2f} s after it; old primary back as a "
+              f"replica after {f['rejoined_s']:.2f} s (at {int(f['committed_at_promotion'])} "
+              "items)")
+    print(f"run: {ITEMS} items exact over 3 consumers and two failovers; {report['stale']} "
+          f"stale commits refused; {retried} retries logged")
