@@ -51,6 +51,7 @@ class SentinelProcess:
             "",
         ]))
         self.process: subprocess.Popen[bytes] | None = None
+        self._client: redis.Redis | None = None
 
     def start(self) -> None:
         binary = shutil.which("redis-sentinel")
@@ -66,9 +67,13 @@ class SentinelProcess:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(HOST, self.port, socket_timeout=2.0)
+        if self._client is None:
+            self._client = redis.Redis(HOST, self.port, socket_timeout=2.0)
+        return self._client
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -160,7 +165,8 @@ class LocalSentinelGroup:
         seen: dict[int, int] = {}
         for sentinel in self.sentinels:
             try:
-                found = sentinel.client().sentinel_get_master_addr_by_name(self.master)
+                found = cast(tuple[str, int] | None,
+                             sentinel.client().sentinel_get_master_addr_by_name(self.master))
             except redis.RedisError:
                 continue
             if found:

@@ -231,5 +231,5 @@ def test_two_failovers_during_a_run_lose_nothing_and_count_nothing_twice(
               f"the new primary {f['first_commit_s']:.2f} s after it; old primary back as a "
               f"replica after {f['rejoined_s']:.2f} s (at {int(f['committed_at_promotion'])} "
               "items)")
-    print(f"run: {ITEMS} items exact over 3 consumers and two failovers; {report['stale']} "
-          f"stale commits refused; {retried} retries logged")
+    print(f"run: {ITEMS} items exact over 3 consumers and two failovers; "
+          f"{report['stale_commits']} stale commits refused; {retried} retries logged")
