@@ -151,6 +151,10 @@ def _main(argv: list[str]) -> int:
     print(f"chaos: seed {seed} (replay: make chaos SEED={seed}, or python -m chaos --seed "
           f"{seed} with the same options)", flush=True)
     disabled: dict[str, str] = {}
+    if args.redis == "sentinel":
+        disabled["redis"] = "--redis sentinel (failovers instead)"
+        disabled["partition"] = ("--redis sentinel (the Sentinels announce loopback "
+                                 "addresses, out of a namespaced consumer's reach)")
     reason = "--no-netns" if args.no_netns else netns_mod.unavailable_reason()
     if "partition" in kinds and reason:
         print(f"chaos: partition faults skipped: {reason}", flush=True)
@@ -210,7 +214,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
              "\n  ".join(e.describe() for e in episodes))
     workdir = Path(tempfile.mkdtemp(prefix=f"exactsum-chaos-{seed}-"))
     result = ChaosResult(seed, args.transport, args.items, args.batch, args.consumers, duration,
-                         disabled=disabled, workdir=str(workdir))
+                         redis=args.redis, disabled=disabled, workdir=str(workdir))
     work_io_ms = args.work_io_ms
     if work_io_ms is None:
         # Paced so that processing takes about the fault window without faults: the

@@ -8,6 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)   # make run, the tests' servers
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)  # the failover tests, chaos --redis sentinel
 command -v openssl >/dev/null || missing+=(openssl)             # the TLS test's certificate
 command -v ip >/dev/null || missing+=(iproute2)                 # the chaos run's namespaces
 # The dashboard's browser test drives Debian's Chromium with Playwright (never a browser that
