@@ -237,3 +237,62 @@ def test_two_failovers_during_a_run_lose_nothing_and_count_nothing_twice(
               "items)")
     print(f"run: {ITEMS} items exact over 3 consumers and two failovers; "
           f"{report['stale_commits']} stale commits refused; {retried} retries logged")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_manual_failover_demotes_a_live_primary_and_the_run_stays_exact(
+    sentinel_group: LocalSentinelGroup, key_prefix: str, tmp_path: Path,
+) -> None:
+    """SENTINEL FAILOVER demotes a primary that is alive: its clients get READONLY (and a
+    blocked BLMOVE gets UNBLOCKED), which must send them to the new primary, not stop them."""
+    group = sentinel_group
+    services = Services(group.url, key_prefix, tmp_path)
+    items = 200_000
+    rk = Keys(key_prefix).run("manual")
+    path, expected_sum = numbers_file(tmp_path, items, seed=5)
+    env = {"REDIS_SENTINELS": group.addresses_text, "MIN_REPLICAS": "1"}
+    observer = run_counter(group, Keys(key_prefix), "manual")
+    try:
+        for _ in range(2):
+            services.consumer("--threads", "3", **env)
+        producer = services.producer("--input", str(path), "--batch", "500", "--run-id",
+                                     "manual", "--rate", "20000", **env)
+        wait_until(lambda: int(cast(bytes, observer.get(rk.committed)) or 0) >= items // 4,
+                   120, "a quarter of the run committed")
+        old = group.primary_port()
+        assert group.sentinels[0].client().sentinel_failover(group.master)
+        assert old is not None
+        new = group.wait_promoted(old, timeout=60)
+        group.wait_replica(group.node(old), timeout=120)
+        status = producer.wait(timeout=180)
+        report = producer.report()
+        assert status == 0, (report, producer.stderr[-3000:])
+    finally:
+        services.close()
+    assert_exact(report, items)
+    assert report["expected_sum"] == expected_sum
+    assert int(cast(bytes, group.node(new).client().get(rk.sum))) == expected_sum
+    # The demoted primary's clients were told so, and went on.
+    logs = "".join(p.stderr for p in services.procs)
+    assert "previous master is now a slave" in logs or "READONLY" in logs or \
+        "Connection closed" in logs, logs[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_chaos_with_failovers_counts_every_item_exactly_once(tmp_path: Path) -> None:
+    """``python -m chaos --redis sentinel``, short: consumer kills and stops, and primary kill -9
+    failovers; replay with ``make chaos SEED=<seed> CHAOS_ARGS="--redis sentinel --items 200000
+    --duration 50"``."""
+    from tests.test_chaos import _chaos_run, _seed
+
+    items = 200_000
+    result = _chaos_run(tmp_path, _seed(), ["--redis", "sentinel", "--items", str(items),
+                                            "--duration", "50"], wait=380)
+    assert result["redis"] == "sentinel"
+    assert result["committed"] == items and result["sum"] == result["expected_sum"]
+    assert result["lost"] == 0 and result["duplicated"] == 0
+    kinds = {k["kind"]: k for k in result["kinds"]}
+    assert set(kinds) == {"sigkill", "sigstop", "failover"}
+    assert kinds["failover"]["landed"] >= 1 and kinds["failover"]["failed"] == 0
