@@ -31,7 +31,7 @@ from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
-from exactsum.replication import NO_REPLICATION, Replication
+from exactsum.replication import NO_REPLICATION, NotAcknowledged, Replication
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Scripts
 
@@ -218,20 +218,32 @@ class Worker(threading.Thread):
         args: list[bytes | str | int] = [self.consumer_id]
         for element, batch in group:
             args += [element, batch.seq, batch.count, batch.total]
+        # What an attempt that the replicas did not acknowledge counted: the re-send then finds
+        # those batches counted (status 0), and they are still ours unless a failover undid it.
+        unacknowledged: list[int] = []
+
+        def send() -> Any:
+            try:
+                return self.replication.script(
+                    self.scripts.commit,
+                    keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed,
+                          rk.by_consumer, rk.stale],
+                    args=args,
+                )
+            except NotAcknowledged as exc:
+                if exc.replies and not unacknowledged:
+                    unacknowledged.extend(int(s) for s in exc.replies[0][:-1])
+                raise
+
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
-        reply = retrying(
-            lambda: self.replication.script(
-                self.scripts.commit,
-                keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
-                      rk.stale],
-                args=args,
-            ),
-            "commit", log, stop=self.halt, on_error=self._mark_resync,
-        )
+        reply = retrying(send, "commit", log, stop=self.halt, on_error=self._mark_resync)
         now_us = time.time_ns() // 1000
         claim_s = time.monotonic() - taken_at
         statuses = [int(status) for status in reply[:-1]]
+        if unacknowledged:
+            statuses = [COUNTED if now == ALREADY_COUNTED and before == COUNTED else now
+                        for now, before in zip(statuses, unacknowledged, strict=True)]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
         self.taken -= sum(status not in (UNKNOWN_RUN, OVERFLOW) for status in statuses)
         self._note_left(int(reply[-1]))

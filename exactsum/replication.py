@@ -35,7 +35,14 @@ Arg = str | bytes | int | float
 
 
 class NotAcknowledged(redis.RedisError):
-    """WAIT counted fewer replicas than required: the write may be lost in a failover."""
+    """WAIT counted fewer replicas than required: the write may be lost in a failover.
+
+    ``replies`` are the writes' own replies, which hold as long as no failover undoes them.
+    """
+
+    def __init__(self, message: str, replies: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.replies = list(replies)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class Replication:
         if int(acknowledged) < self.min_replicas:
             raise NotAcknowledged(
                 f"WAIT: {acknowledged} of {self.min_replicas} replicas acknowledged the write "
-                f"within {self.timeout_s:g} s")
+                f"within {self.timeout_s:g} s", replies)
         return replies
 
     def script(self, script: Script, keys: Sequence[Key], args: Sequence[Arg],
