@@ -146,6 +146,14 @@ def _sentinel_client(target: RedisTarget, options: dict[str, Any]) -> redis.Redi
     return client
 
 
+def transient_reply(exc: redis.ResponseError) -> bool:
+    """An error reply that means "not now" (:data:`TRANSIENT_REPLY_PREFIXES`), also when
+    redis-py has prefixed it with the pipeline command it answered."""
+    text = str(exc)
+    _, marker, reply = text.partition("of pipeline caused error: ")
+    return (reply if marker else text).startswith(TRANSIENT_REPLY_PREFIXES)
+
+
 def retrying(
     operation: Callable[[], T],
     what: str,
@@ -173,7 +181,7 @@ def retrying(
                 raise  # wrong credentials do not get better by waiting
             failed: Exception = exc
         except redis.ResponseError as exc:
-            if not str(exc).startswith(TRANSIENT_REPLY_PREFIXES):
+            if not transient_reply(exc):
                 raise
             failed = exc
         attempt += 1
