@@ -136,9 +136,14 @@ def _sentinel_client(target: RedisTarget, options: dict[str, Any]) -> redis.Redi
         from_url["ssl"] = True
     # The URL's credentials and TLS settings, then the environment's credentials over them.
     node_options = {**from_url, **options}
+    # The Sentinels speak TLS when the nodes do; they have credentials of their own, if any
+    # (Sentinel's requirepass and users are not the nodes').
     sentinel_options = {k: v for k, v in node_options.items()
-                        if k.startswith(("socket_", "ssl", "username", "password"))}
-    sentinel_options.pop("db", None)
+                        if k.startswith(("socket_", "ssl"))}
+    if os.environ.get("REDIS_SENTINEL_USERNAME"):
+        sentinel_options["username"] = os.environ["REDIS_SENTINEL_USERNAME"]
+    if os.environ.get("REDIS_SENTINEL_PASSWORD"):
+        sentinel_options["password"] = os.environ["REDIS_SENTINEL_PASSWORD"]
     # A Sentinel that does not answer is skipped at once by redis-py; no re-sends there either.
     sentinel_options["retry"] = Retry(ExponentialWithJitterBackoff(), 0)
     manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options, **node_options)

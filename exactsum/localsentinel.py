@@ -32,7 +32,7 @@ HOST = "127.0.0.1"
 
 class SentinelProcess:
     def __init__(self, port: int, work_dir: Path, master: str, primary_port: int, quorum: int,
-                 down_after_ms: int, failover_timeout_ms: int) -> None:
+                 down_after_ms: int, failover_timeout_ms: int, node_password: str | None) -> None:
         self.port = port
         self.dir = work_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +48,7 @@ class SentinelProcess:
             f"sentinel down-after-milliseconds {master} {down_after_ms}",
             f"sentinel failover-timeout {master} {failover_timeout_ms}",
             f"sentinel parallel-syncs {master} 1",
+            *([f"sentinel auth-pass {master} {node_password}"] if node_password else []),
             "",
         ]))
         self.process: subprocess.Popen[bytes] | None = None
@@ -94,7 +95,8 @@ class LocalSentinelGroup:
 
     def __init__(self, *, replicas: int = 2, sentinels: int = 3, master: str = "mymaster",
                  down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
-                 min_replicas_to_write: int = 0, work_dir: Path | None = None) -> None:
+                 min_replicas_to_write: int = 0, work_dir: Path | None = None,
+                 password: str | None = None) -> None:
         self.master = master
         self._own_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="exactsum-sentinel-"))
@@ -102,18 +104,22 @@ class LocalSentinelGroup:
         # the failover would throw away (Redis' min-replicas-to-write).
         self.node_args = (["--min-replicas-to-write", str(min_replicas_to_write),
                            "--min-replicas-max-lag", "10"] if min_replicas_to_write else [])
+        if password:
+            # Every node may become a replica, so every node knows the password of the others.
+            self.node_args += ["--requirepass", password, "--masterauth", password]
         self.nodes: list[LocalRedis] = []
         for i in range(1 + replicas):
             node_dir = self.work_dir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(LocalRedis(data_dir=node_dir, extra_args=list(self.node_args)))
+            self.nodes.append(LocalRedis(data_dir=node_dir, extra_args=list(self.node_args),
+                                         password=password))
         primary_port = self.nodes[0].port
         for node in self.nodes[1:]:
             node.extra_args += ["--replicaof", HOST, str(primary_port)]
         quorum = sentinels // 2 + 1
         self.sentinels = [
             SentinelProcess(free_port(), self.work_dir / f"sentinel{i}", master, primary_port,
-                            quorum, down_after_ms, failover_timeout_ms)
+                            quorum, down_after_ms, failover_timeout_ms, password)
             for i in range(sentinels)
         ]
 

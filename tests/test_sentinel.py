@@ -336,3 +336,23 @@ def test_chaos_with_failovers_counts_every_item_exactly_once(tmp_path: Path) -> 
     kinds = {k["kind"]: k for k in result["kinds"]}
     assert set(kinds) == {"sigkill", "sigstop", "failover"}
     assert kinds["failover"]["landed"] >= 1 and kinds["failover"]["failed"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_credentials_go_to_the_nodes_and_not_to_the_sentinels(
+    tmp_path: Path, key_prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """REDIS_PASSWORD is the nodes' password; Sentinels without one must not be sent it (they
+    would refuse the AUTH), and acknowledged writes work through them."""
+    with LocalSentinelGroup(replicas=1, sentinels=1, password="node-secret",
+                            work_dir=tmp_path / "group") as group:
+        target = RedisTarget(group.url, group.addresses, group.master)
+        monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+        with pytest.raises(redis.AuthenticationError):
+            make_client(target, socket_timeout=5.0).ping()
+        monkeypatch.setenv("REDIS_PASSWORD", "node-secret")
+        client = make_client(target, socket_timeout=5.0)
+        scripts = Scripts.register(client)
+        sink = ListSink(Keys(key_prefix), scripts, "creds", 0, Replication(1, 5.0))
+        assert sink.send([(0, 1, encode("creds", 0, [7]))]) == 1
+        assert client.llen(Keys(key_prefix).queue) == 1
