@@ -18,7 +18,7 @@ from typing import cast
 import pytest
 import redis
 
-from exactsum.connection import RedisTarget, make_client, retrying
+from exactsum.connection import RedisTarget, make_client, retrying, transient_reply
 from exactsum.keys import Keys
 from exactsum.localredis import LocalRedis
 from exactsum.localsentinel import LocalSentinelGroup
@@ -356,3 +356,30 @@ def test_credentials_go_to_the_nodes_and_not_to_the_sentinels(
         sink = ListSink(Keys(key_prefix), scripts, "creds", 0, Replication(1, 5.0))
         assert sink.send([(0, 1, encode("creds", 0, [7]))]) == 1
         assert client.llen(Keys(key_prefix).queue) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_refused_for_want_of_replicas_is_an_error_not_an_overflow(
+    own_redis: LocalRedis, keys: Keys,
+) -> None:
+    """A primary with min-replicas-to-write and too few replicas refuses the commit's INCRBY
+    inside the script (NOREPLICAS). commit.lua once took every INCRBY error for an overflow,
+    and the batch went to dead letters; it must be an error the worker retries."""
+    client = own_redis.client()
+    scripts = Scripts.register(client)
+    rk = keys.run("norep")
+    element = encode("norep", 0, [5, 6])
+    inflight = keys.inflight("c1", 0)
+    client.hset(rk.meta, "items", 2)
+    client.lpush(inflight, element)
+    commit_keys = [inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer, rk.stale]
+    client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS") as refused:
+            scripts.commit(keys=commit_keys, args=["c1", element, 0, 2, 11])
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+    assert transient_reply(refused.value)
+    assert client.lrange(inflight, 0, -1) == [element] and client.get(rk.sum) is None
+    assert scripts.commit(keys=commit_keys, args=["c1", element, 0, 2, 11]) == [1, 0]
+    assert client.get(rk.sum) == b"11"
