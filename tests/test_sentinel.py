@@ -159,6 +159,14 @@ def acknowledged_beyond(node: LocalRedis, committed_key: str, meta_key: str, bas
         return False
 
 
+def diagnosis(group: LocalSentinelGroup) -> str:
+    """What the nodes and the Sentinels say, for a failure message."""
+    roles = ", ".join(f"{n.port}: {group.role(n)}" for n in group.nodes)
+    tails = "\n".join(f"--- sentinel {s.port}\n" + "\n".join(s.log_text().splitlines()[-15:])
+                      for s in group.sentinels)
+    return f"roles {roles}\n{tails}"
+
+
 def fail_over(group: LocalSentinelGroup, committed_key: str, meta_key: str,
               min_replicas: int) -> dict[str, float]:
     """kill -9 the primary; time the promotion, the first commit on the new primary and the
@@ -179,12 +187,15 @@ def fail_over(group: LocalSentinelGroup, committed_key: str, meta_key: str,
         time.sleep(0.005)
     first_commit = time.monotonic() - killed
     group.restart(victim)
-    # With --min-replicas 2 a commit is carried out at once but acknowledged only once the
-    # old primary is back as a replica: the two times differ.
-    wait_until(lambda: acknowledged_beyond(new_primary, committed_key, meta_key, base,
-                                           min_replicas), 120, "an acknowledged commit")
-    acknowledged = time.monotonic() - killed
-    group.wait_replica(victim, timeout=120)
+    try:
+        # With --min-replicas 2 a commit is carried out at once but acknowledged only once
+        # the old primary is back as a replica: the two times differ.
+        wait_until(lambda: acknowledged_beyond(new_primary, committed_key, meta_key, base,
+                                               min_replicas), 240, "an acknowledged commit")
+        acknowledged = time.monotonic() - killed
+        group.wait_replica(victim, timeout=240)
+    except (AssertionError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}\n{diagnosis(group)}") from exc
     rejoined = time.monotonic() - killed
     return {"promoted_s": promoted, "first_commit_s": first_commit,
             "acknowledged_s": acknowledged, "rejoined_s": rejoined,
