@@ -1,11 +1,22 @@
-# Run `make install` once; `make run` and `make test` use the .venv it creates.
+# `make up` runs the stack in Docker, `make test` the tests; each first sets up what it needs and
+# the host lacks (scripts/host-setup.sh --for: as root it installs it, otherwise it says which one
+# command to run). `make run` and `make test` use the .venv that `make install` creates.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONSUMERS ?= 3
 ARGS ?=
+# pytest's options for `make test`: -v names each test as it runs (a long run shows where it is).
+# `make test PYTEST_ARGS="-q tests/unit/test_protocol.py"` runs a selection.
+PYTEST_ARGS ?= -v
+# The pre-flight of a target (scripts/host-setup.sh --for): silent when the host has what the
+# target needs; as root it sets up what is missing; otherwise make stops with the one line it
+# prints, naming the command to run. It comes before `install`, so a host without python3-venv
+# hears it first.
+preflight-%:
+	@$(eval preflight_stop := $(shell bash scripts/host-setup.sh --for $*))$(if $(preflight_stop),$(error $(preflight_stop)))
 
-.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot
+.PHONY: install run test test-fast lint clean host-setup status dashboard screenshot options-doc
 
 # Re-installs when pyproject.toml changes, so a pulled dependency never goes missing.
 $(VENV)/.installed: pyproject.toml
@@ -16,32 +27,46 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
+run: preflight-run install
 	CONSUMERS=$(CONSUMERS) $(BIN)/python scripts/run_local.py $(ARGS)
 
-test: install
-	$(BIN)/pytest
+test: preflight-test install
+	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: install
-	$(BIN)/pytest -m "not slow and not e2e"
+# The unit tests and the integration tests of a few seconds each (under two minutes on two
+# cores); `make test` runs everything: the slow fault runs, tests/chaos and tests/e2e too.
+test-fast: preflight-test-fast install
+	$(BIN)/pytest -m "not slow" tests/unit tests/integration $(PYTEST_ARGS)
 
-# Look at a Redis (REDIS_URL, KEY_PREFIX): `make status ARGS=--watch`, `make dashboard`.
-status: install
+# The status of the compose stack's runs (`make status ARGS=--watch`), from the dashboard image
+# on the stack's network, since Redis is not published; with REDIS_URL set, of that Redis, from
+# the .venv (for `make run`'s, or any Redis you reach).
+status:
+ifdef REDIS_URL
+	@$(MAKE) --no-print-directory install
 	$(BIN)/python -m observe.status $(ARGS)
+else
+	@bash scripts/status.sh $(ARGS)
+endif
 
 dashboard: install
 	$(BIN)/python -m observe.dashboard $(ARGS)
 
 # docs/dashboard.png, from the browser test's run (needs Debian's chromium).
 screenshot: install
-	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/test_dashboard.py -k browser
+	EXACTSUM_SCREENSHOT=docs/dashboard.png $(BIN)/pytest -q tests/integration/test_dashboard.py -k browser
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# docs/options.md from the services' --help (tests/unit/test_options_doc.py checks they match).
+options-doc: install
+	$(BIN)/python scripts/options_doc.py
+
 # As root on a fresh Debian/Ubuntu host: redis-server and the other system packages the tests
-# use, a Docker engine with the compose plugin, and the offline base images.
+# use, a Docker engine with the compose plugin, and the base images (pulled, or built from
+# Debian packages where no registry answers). `make up` and `make test` do the part they need.
 host-setup:
 	bash scripts/host-setup.sh
 
@@ -70,28 +95,22 @@ N ?= 3
 
 .PHONY: up up-rq down logs scale produce images-offline docker-engine docker-engine-stop
 
-# Redis, the consumers and one producer run in the background; prints the run's report and
-# exits with the producer's status. The consumers keep serving until `make down`.
-up:
-	$(COMPOSE) up --build --detach
-	$(COMPOSE) logs --follow --no-log-prefix producer
-	@status=$$(docker wait $$($(COMPOSE) ps --all --quiet producer)); \
-		echo "producer exited with status $$status; the consumers keep serving (make logs, make down)"; \
-		exit $$status
+# Redis, the consumers, the dashboard and one producer run in the background; shows the run's
+# progress, ends with its report and exits with the producer's status (scripts/up.sh). The
+# consumers keep serving until `make down`.
+up: preflight-up
+	@COMPOSE="$(COMPOSE)" bash scripts/up.sh producer
 
 # The same on RQ (the profile `rq`): Redis, the RQ consumers, rq-dashboard
 # (http://127.0.0.1:9181/) and one RQ producer run; the native pair is not started. Naming
 # rq-producer brings up its profile's services; `--profile rq up` alone would start both pairs.
-up-rq:
-	$(COMPOSE) up --build --detach rq-producer
-	$(COMPOSE) logs --follow --no-log-prefix rq-producer
-	@status=$$(docker wait $$($(COMPOSE) ps --all --quiet rq-producer)); \
-		echo "rq-producer exited with status $$status; the RQ consumers and rq-dashboard keep serving (make logs, make down)"; \
-		exit $$status
+up-rq: preflight-up
+	@COMPOSE="$(COMPOSE)" bash scripts/up.sh rq-producer
 
-# Stop and remove the stack (the rq profile's services too), its network and Redis's volume.
+# Stop and remove the stack, the rq profile's services too (`--profile '*'`: compose leaves the
+# services of a profile that is not enabled running), its network and Redis's volume.
 down:
-	$(COMPOSE) down --volumes --remove-orphans
+	$(COMPOSE) --profile '*' down --volumes --remove-orphans
 
 logs:
 	$(COMPOSE) logs --follow
@@ -133,3 +152,41 @@ bench: install $(VENV)/.bench-extra
 
 bench-quick: install
 	$(BIN)/python -m bench quick $(BENCH_ARGS)
+
+# --- Swarm: the stack on one or many Docker hosts (docs/swarm.md) --------------------------
+# `make images` builds the producer, consumer and dashboard images from the base images in .env
+# (PYTHON_IMAGE), tagged EXACTSUM_IMAGE_TAG (latest). With REGISTRY=host:port they are named
+# host:port/exactsum/... and `make images-push` pushes them; without one, `make images-save`
+# writes them (and REDIS_IMAGE) to one file for `docker load -i` on each other node.
+# The stack-* targets refuse, saying the command to run, on an engine that is no swarm manager.
+# STACK_NAME (exactsum) may also come from .env; REGISTRY goes on the command line.
+REGISTRY ?=
+STACK_NAME ?=
+IMAGES_TAR ?= exactsum-images.tar
+IMAGE_ENV = $(if $(REGISTRY),EXACTSUM_IMAGE_REPO=$(REGISTRY)/exactsum)
+STACK_ENV = $(if $(STACK_NAME),STACK_NAME=$(STACK_NAME)) $(if $(REGISTRY),REGISTRY=$(REGISTRY))
+
+.PHONY: images images-push images-save stack-up stack-scale stack-produce stack-down
+
+images:
+	$(IMAGE_ENV) $(COMPOSE) build producer consumer dashboard
+
+images-push:
+	@test -n "$(REGISTRY)" || { echo "images-push: set REGISTRY=host:port" >&2; exit 2; }
+	$(IMAGE_ENV) $(COMPOSE) push producer consumer dashboard
+
+images-save:
+	$(STACK_ENV) bash scripts/stack.sh save $(IMAGES_TAR)
+
+stack-up:
+	$(STACK_ENV) bash scripts/stack.sh up
+
+stack-scale:
+	$(STACK_ENV) bash scripts/stack.sh scale $(N)
+
+# One producer run on the stack's network: make stack-produce ARGS="--count 1000000".
+stack-produce:
+	$(STACK_ENV) bash scripts/stack.sh produce $(ARGS)
+
+stack-down:
+	$(STACK_ENV) bash scripts/stack.sh down

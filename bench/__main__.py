@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=server.DEFAULT_FSYNC, help="the servers' appendfsync")
     parser.add_argument("--only", default="",
                         help="comma-separated groups to run (batch, scaling, work, latency, "
-                        "memory, transport, competitors, redis)")
+                        "memory, transport, competitors, redis, shards)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the processes' logs (printed path)")
     args = parser.parse_args(argv)

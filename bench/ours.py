@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, server
-from consumer_service.latency import LatencyHistogram
 from exactsum.keys import Keys
+from exactsum.transport.latency import LatencyHistogram
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class OursConfig:
     seed: int = 1
     # "rq": the same services over RQ (--transport rq); threads are then RQ worker processes.
     transport: str = "native"
+    # > 0: a local Redis Cluster of this many primaries (each with ``replicas`` replicas and
+    # writes WAITed for by ``min_replicas``) instead of one Redis; the run is sharded over it.
+    primaries: int = 0
+    replicas: int = 0
+    min_replicas: int = 0
 
     def label(self) -> str:
         pool = "RQ worker processes" if self.transport == "rq" else "threads"
@@ -46,6 +51,10 @@ class OursConfig:
             text += f", {self.work_io_ms:g} ms I/O/item"
         if self.rate:
             text += f", paced at {self.rate:,.0f} items/s"
+        if self.primaries:
+            text += (f", Redis Cluster of {self.primaries} primaries"
+                     + (f" x {self.replicas} replica, WAIT {self.min_replicas}"
+                        if self.replicas else ""))
         return text
 
 
@@ -64,12 +73,15 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
     label = cfg.label() + ("" if fsync == server.DEFAULT_FSYNC else f", appendfsync {fsync}")
     result: dict[str, Any] = {"kind": "ours", "config": asdict(cfg), "label": label,
                               "fsync": fsync}
-    redis_server = server.start(fsync)
+    redis_server = (server.start_cluster(cfg.primaries, cfg.replicas, fsync) if cfg.primaries
+                    else server.start(fsync))
     consumers: list[procs.Proc] = []
     producer: procs.Proc | None = None
     try:
         env = _env(redis_server.url)
-        client = redis_server.client()
+        if cfg.primaries:
+            env.update(REDIS_CLUSTER="1", MIN_REPLICAS=str(cfg.min_replicas))
+        client = server.client_of(redis_server)
         stats_files = [workdir / f"consumer{i}.stats.json" for i in range(cfg.consumers)]
         for i, stats in enumerate(stats_files):
             args = [procs.PYTHON, "-m", "consumer_service", "--threads", str(cfg.threads),
@@ -86,7 +98,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         if cfg.transport == "rq":
             _wait_rq_workers(client, cfg.consumers * cfg.threads, consumers)
         spies = [_py_spy(consumers[0], workdir, env)] if profile else []
-        cpu_redis_before = server.cpu_seconds(client)
+        cpu_redis_before = server.cpu_seconds_of(redis_server)
         producer_args = [procs.PYTHON, "-m", "producer_service", "--json",
                          "--count", str(cfg.items), "--batch", str(cfg.batch),
                          "--seed", str(cfg.seed), "--threads", str(cfg.producer_threads),
@@ -113,9 +125,9 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         result["cpu_s"] = {
             "producer": round(cpu_producer, 3),
             "consumers": round(sum(procs.cpu_seconds(c.pid) or 0.0 for c in consumers), 3),
-            "redis": round(server.cpu_seconds(client) - cpu_redis_before, 3),
+            "redis": round(server.cpu_seconds_of(redis_server) - cpu_redis_before, 3),
         }
-        result["redis_commands"] = server.command_stats(client)
+        result["redis_commands"] = server.command_stats(server.first_node(redis_server))
         for consumer in consumers:
             consumer.stop(timeout=20)
         for spy in spies:

@@ -226,6 +226,19 @@ def markdown(summaries: list[dict[str, Any]], info: dict[str, Any], fsync: str,
                        f"{_times(native.get('items_per_s'), rq.get('items_per_s'))} | "
                        f"{_exact(native) if native else '-'} / {_exact(rq) if rq else '-'} |")
 
+    shard_rows = [x for x in summaries if x["group"] == "shards"]
+    if shard_rows:
+        out += ["", "## One run sharded over Redis Cluster primaries (3 consumers x 4 threads; "
+                "docs/cluster.md)", "",
+                "| batch | one Redis | 1 primary | 2 primaries | 3 primaries | "
+                "3 primaries + replica, WAIT 1 | exact |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for batch in sorted({x["params"]["batch"] for x in shard_rows}):
+            shard_cells = [s.get(f"shards-batch{batch}-{suffix}", {})
+                     for suffix in ("single", "p1", "p2", "p3", "p3-r1")]
+            out.append(f"| {batch} | " + " | ".join(_spread(c) if c else "-" for c in shard_cells)
+                       + " | " + " / ".join(_exact(c) for c in shard_cells if c) + " |")
+
     redis_rows = [x for x in summaries if x["group"] == "redis"]
     if redis_rows:
         out += ["", "## The server's own ceiling: redis-benchmark, 50 clients, tiny elements", "",

@@ -19,7 +19,7 @@ Runner = Callable[[Path, str], dict[str, Any]]
 
 @dataclass
 class Experiment:
-    group: str  # batch, scaling, work, latency, memory, competitors, redis
+    group: str  # batch, scaling, work, latency, memory, competitors, redis, shards
     name: str
     params: dict[str, Any]
     runner: Runner
@@ -141,6 +141,25 @@ def _transports(batches: tuple[int, ...], items: dict[int, int],
     return exps
 
 
+def shards(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
+    """One run sharded over a local Redis Cluster of 1, 2 and 3 primaries, beside one plain
+    Redis, at two batch sizes: small batches make Redis the busy part, large ones Python.
+    3 consumers x 4 threads, partitions two per primary; one more row with a replica per
+    primary and every write WAITed for by it (--min-replicas 1)."""
+    exps = []
+    for batch, items in ((10, _scaled(300_000, scale, 2000)),
+                         (1000, _scaled(3_000_000, scale, 20_000))):
+        for primaries, replicas in ((0, 0), (1, 0), (2, 0), (3, 0), (3, 1)):
+            name = (f"shards-batch{batch}-single" if not primaries
+                    else f"shards-batch{batch}-p{primaries}" + ("-r1" if replicas else ""))
+            cfg = ours.OursConfig(batch, 3, 4, items, primaries=primaries, replicas=replicas,
+                                  min_replicas=replicas)
+            exps.append(Experiment(
+                "shards", name, {"batch": batch, "primaries": primaries, "replicas": replicas,
+                                 "consumers": 3, "threads": 4}, _ours(cfg), reps))
+    return exps
+
+
 def full(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
     s = scale
     exps: list[Experiment] = []
@@ -214,6 +233,7 @@ def full(scale: float = 1.0, reps: int = 3) -> list[Experiment]:
         Experiment("competitors", "celery", {"pool": "prefork", "concurrency": 2},
                    _competitor("celery_job", _scaled(3000, s, 20)), reps),
     ]
+    exps += shards(s, reps)
     return exps
 
 

@@ -2,7 +2,7 @@
 
 One snapshot is one Lua call (so Redis runs it as one atomic step): the queue, every in-flight
 list with whether its owner's heartbeat is alive, and each watched run's ``pushed`` and ``done``
-bitmaps and counters. Only the element headers (``run|seq|count``) come back, not the values.
+bitmaps and counters. Only the element headers come back, not the values.
 
 From a snapshot, for each run:
 
@@ -36,51 +36,68 @@ from typing import Any, cast
 import redis
 
 from exactsum.keys import Keys
+from exactsum.protocol import HEADER_MAX, read_header
 from exactsum.runs import RunPlan
 
 log = logging.getLogger("chaos.checker")
 
 
-def runs_lua(first_arg: int, extra: str = "") -> str:
-    """Lua that reads the figures of each watched run (ARGV[first_arg:] are their ids) into a
-    table ``runs``; ``extra`` adds more values per run. Shared by both transports' snapshots."""
+# The keys of a run whose figures a snapshot reads, in the order ``runs_lua`` reads them.
+RUN_FIGURES = ("meta", "pushed", "done", "committed", "dead_items", "sum")
+
+
+def run_args(keys: Keys, run_ids: list[str], extra: tuple[str, ...] = ()) -> list[str]:
+    """For ``runs_lua``: each run's id, then the names of its keys ``RUN_FIGURES`` + ``extra``
+    (names from keys.py, never built in Lua)."""
+    out: list[str] = []
+    for run_id in run_ids:
+        rk = keys.run(run_id)
+        out += [run_id, *(getattr(rk, name) for name in RUN_FIGURES + extra)]
+    return out
+
+
+def runs_lua(first_arg: int, extra: str = "", extra_keys: int = 0) -> str:
+    """Lua that reads the figures of each watched run into a table ``runs``, from ARGV[first_arg:]
+    as :func:`run_args` lays them out; ``extra`` adds more values per run, reading the keys after
+    the figures' (``ARGV[i + 7]`` on). Shared by both transports' snapshots."""
+    stride = 1 + len(RUN_FIGURES) + extra_keys
     return f"""
 local runs = {{}}
-for i = {first_arg}, #ARGV do
-    local base = prefix .. ':run:' .. ARGV[i] .. ':'
+for i = {first_arg}, #ARGV, {stride} do
     table.insert(runs, {{
         ARGV[i],
-        redis.call('HGET', base .. 'meta', 'items') or '',
-        redis.call('HGET', base .. 'meta', 'batch_size') or '',
-        redis.call('GET', base .. 'pushed') or '',
-        redis.call('GET', base .. 'done') or '',
-        redis.call('GET', base .. 'committed') or '0',
-        redis.call('GET', base .. 'dead_items') or '0',
-        redis.call('GET', base .. 'sum') or '0',{extra}
+        redis.call('HGET', ARGV[i + 1], 'items') or '',
+        redis.call('HGET', ARGV[i + 1], 'batch_size') or '',
+        redis.call('GET', ARGV[i + 2]) or '',
+        redis.call('GET', ARGV[i + 3]) or '',
+        redis.call('GET', ARGV[i + 4]) or '0',
+        redis.call('GET', ARGV[i + 5]) or '0',
+        redis.call('GET', ARGV[i + 6]) or '0',{extra}
     }})
 end
 """
 
 
+# ARGV: the queue, the in-flight lists' pattern, the heartbeats' pattern, the reclaimed counter,
+# how many bytes of an element its header needs at most, then the runs (run_args). Only element
+# headers come back (protocol.read_header parses them), and the heartbeats alive at that moment.
 SNAPSHOT_LUA = (r"""
-local prefix = ARGV[1]
+local n = tonumber(ARGV[5])
 local function heads(list)
     local out = {}
     for i, e in ipairs(list) do
-        out[i] = string.match(e, '^pc1|([%w_%-]+|%d+|%d+)|') or '?'
+        out[i] = string.sub(e, 1, n)
     end
     return out
 end
-local queue = heads(redis.call('LRANGE', prefix .. ':queue', 0, -1))
+local queue = heads(redis.call('LRANGE', ARGV[1], 0, -1))
 local inflight = {}
-local skip = #prefix + #':inflight:'
-for _, key in ipairs(redis.call('KEYS', prefix .. ':inflight:*')) do
-    local owner = string.match(string.sub(key, skip + 1), '^(.*):%d+$') or ''
-    local alive = redis.call('EXISTS', prefix .. ':consumer:' .. owner)
-    table.insert(inflight, {owner, alive, heads(redis.call('LRANGE', key, 0, -1))})
+for _, key in ipairs(redis.call('KEYS', ARGV[2])) do
+    table.insert(inflight, {key, heads(redis.call('LRANGE', key, 0, -1))})
 end
-""" + runs_lua(2) + r"""
-return {queue, inflight, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
+local alive = redis.call('KEYS', ARGV[3])
+""" + runs_lua(6) + r"""
+return {queue, inflight, alive, runs, redis.call('GET', ARGV[4]) or '0'}
 """)
 
 
@@ -139,8 +156,11 @@ class Snapshot:
 
 
 def take_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str]) -> Snapshot:
-    raw = cast(list[Any], client.eval(SNAPSHOT_LUA, 0, keys.prefix, *run_ids))
-    queue_heads, inflight_raw, runs_raw, reclaimed = raw
+    raw = cast(list[Any], client.eval(
+        SNAPSHOT_LUA, 0, keys.queue, keys.inflight_pattern, keys.heartbeat("*"), keys.reclaimed,
+        HEADER_MAX, *run_args(keys, run_ids)))
+    queue_heads, inflight_raw, alive_raw, runs_raw, reclaimed = raw
+    alive = {key.decode() for key in alive_raw}
     runs: dict[str, RunState] = {}
     for row in runs_raw:
         run_id, items, batch_size, pushed, done, committed, dead, total = row
@@ -153,12 +173,12 @@ def take_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str]) -> Snapsh
 
     def place(head: bytes, into_queue: bool) -> None:
         nonlocal foreign
-        parts = head.split(b"|")
-        state = runs.get(parts[0].decode(errors="replace")) if len(parts) == 3 else None
-        if state is None:
+        header = read_header(head)
+        state = runs.get(header.run_id) if header is not None else None
+        if header is None or state is None:
             foreign += 1
             return
-        seq, count = int(parts[1]), int(parts[2])
+        seq, count = header.seq, header.count
         if into_queue:
             state.queue[seq] += 1
             state.queue_items += count
@@ -170,10 +190,10 @@ def take_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str]) -> Snapsh
         place(head, True)
     orphans: Counter[str] = Counter()
     holders: Counter[str] = Counter()
-    for owner_raw, alive, heads in inflight_raw:
-        owner = owner_raw.decode()
+    for key, heads in inflight_raw:
+        owner = keys.inflight_owner(key.decode())
         holders[owner] += len(heads)
-        if not alive and heads:
+        if keys.heartbeat(owner) not in alive and heads:
             orphans[owner] += len(heads)
         for head in heads:
             place(head, False)

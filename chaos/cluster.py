@@ -23,8 +23,8 @@ from typing import Any
 
 from chaos.netns import Link, exec_prefix
 from exactsum.connection import RedisTarget
-from exactsum.localredis import LocalRedis
-from exactsum.localsentinel import LocalSentinelGroup
+from tests.localredis import LocalRedis
+from tests.localsentinel import LocalSentinelGroup
 
 
 @dataclass
@@ -79,6 +79,11 @@ class Cluster:
         self.producer: subprocess.Popen[bytes] | None = None
         self.producer_out = workdir / "producer.out"
         self.producer_log = workdir / "producer.log"
+        self.producer_args: list[str] = []
+        self.producers: list[subprocess.Popen[bytes]] = []  # every producer started, in order
+        # Set by the producer fault from before its kill until the resumed producer runs: the
+        # run is not over when the producer is gone then.
+        self.producer_restarting = False
         self.lock = threading.Lock()
 
     def env(self, url: str) -> dict[str, str]:
@@ -132,13 +137,31 @@ class Cluster:
             time.sleep(0.05)
 
     def start_producer(self, args: list[str]) -> subprocess.Popen[bytes]:
+        self.producer_args = args
+        n = len(self.producers)
+        if n:  # a resumed producer: its own files; the last one's report is the run's
+            self.producer_out = self.workdir / f"producer-{n}.out"
+            self.producer_log = self.workdir / f"producer-{n}.log"
         with self.producer_out.open("wb") as out, self.producer_log.open("wb") as err:
-            self.producer = subprocess.Popen(
+            popen = subprocess.Popen(
                 [sys.executable, "-m", "producer_service", "--json", *args],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 env=self.env(f"redis://127.0.0.1:{self.server.port}/0"),
             )
-        return self.producer
+        with self.lock:
+            self.producers.append(popen)
+            self.producer = popen
+        return popen
+
+    def restart_producer(self) -> subprocess.Popen[bytes]:
+        """The same command again: the producer resumes the run."""
+        return self.start_producer(self.producer_args)
+
+    def producer_running(self) -> bool:
+        """A producer runs, or is being restarted after a fault."""
+        with self.lock:
+            return self.producer_restarting or (
+                self.producer is not None and self.producer.poll() is None)
 
     def producer_report(self) -> dict[str, Any]:
         lines = self.producer_out.read_text(errors="replace").strip().splitlines()
@@ -175,8 +198,7 @@ class Cluster:
     def kill_all(self) -> None:
         """Last resort on the way out: SIGKILL whatever this run started and still runs."""
         procs = [g.popen for s in self.slots for g in s.generations]
-        if self.producer is not None:
-            procs.append(self.producer)
+        procs += self.producers
         for popen in procs:
             if popen.poll() is None:
                 _signal(popen, signal.SIGCONT)

@@ -24,6 +24,10 @@ does not replay exactly. Kinds:
 ``rqworker``   (``--transport rq`` only, :mod:`chaos.rqview`) SIGKILL one RQ worker process of a
                consumer while it runs a job; the service must put the job back and start
                another worker.
+``producer``   SIGKILL the producer while it is still pushing, and after a short delay run the
+               same command again (same file, same ``--run-id``): it must resume the run,
+               pushing only the batches not pushed yet. Recovered when pushes resume; the
+               checker sees any batch pushed twice (a batch in two places).
 
 Each episode checks that it landed (the victim held claims; the claims were reclaimed; the
 consumers logged retries while Redis was down) and that the system recovered within a deadline;
@@ -52,18 +56,19 @@ from exactsum.replication import Replication
 
 log = logging.getLogger("chaos.faults")
 
-KINDS = ("sigkill", "sigstop", "redis", "partition")
+KINDS = ("sigkill", "sigstop", "redis", "partition", "producer")
 # The RQ transport has one kind more: SIGKILL of one RQ worker process (chaos.rqview).
 RQ_KINDS = (*KINDS, "rqworker")
 # Over Redis Sentinel (--redis sentinel) a failover replaces the restart of the one Redis; the
 # Sentinels announce loopback addresses, which a consumer in another namespace cannot reach.
-SENTINEL_KINDS = ("sigkill", "sigstop", "failover")
+SENTINEL_KINDS = ("sigkill", "sigstop", "producer", "failover")
 ALL_KINDS = (*RQ_KINDS, "failover")
-WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3, "failover": 2}
+WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3, "producer": 1,
+           "failover": 2}
 # After a failover the old primary takes up to ~15 s to be made a replica (Sentinel looks at
 # a returning node every 10 s): the next one waits for that.
 FAILOVER_SPACING_S = 25.0
-# What a late returner logs when its commit is refused (consumer_service/worker.py).
+# What a late returner logs when its commit is refused (exactsum/transport/native/worker.py).
 FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
 RETRY_MARK = "retrying in"
 
@@ -92,7 +97,7 @@ def schedule(seed: int, duration: float, kinds: list[str], ttl: float) -> list[E
     t, redis_free = 2.0, 0.0
     while t < duration:
         kind = first.pop(0) if first else rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
-        if kind == "sigkill":
+        if kind in ("sigkill", "producer"):
             hold = rng.uniform(0.0, 2.0)
         elif kind == "redis":
             hold = rng.uniform(0.3, 1.5 * ttl)  # sometimes longer than the heartbeat TTL
@@ -186,6 +191,7 @@ class Injector(threading.Thread):
         self.stopping = threading.Event()
         self.outcomes: list[Outcome] = []
         self.redis_lock = threading.Lock()
+        self.producer_lock = threading.Lock()
         # No hidden retries (make_client): a read during a Redis outage fails and is retried
         # here, where its time is seen.
         self.client = make_client(cluster.target, socket_timeout=2.0, name="chaos-injector")
@@ -278,6 +284,9 @@ class Injector(threading.Thread):
             elif kind == "failover":
                 with self.redis_lock:
                     self._failover(outcome)
+            elif kind == "producer":
+                with self.producer_lock:
+                    self._producer(outcome)
             else:
                 slot = self._choose(outcome.episode, need_link=kind == "partition")
                 if slot is None:
@@ -515,6 +524,50 @@ class Injector(threading.Thread):
         outcome.fenced = sum(g.count(*self.fence_marks) - n
                              for g, n in zip(gens, fenced_before, strict=True))
         outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
+    def pushed(self) -> tuple[int, int]:
+        """Batches of the run marked pushed, and planned."""
+        rk = self.keys.run(self.run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.bitcount(rk.pushed)
+        pipe.hget(rk.meta, "batches")
+        pushed, planned = pipe.execute()
+        return int(pushed), int(planned or 0)
+
+    def _producer(self, outcome: Outcome) -> None:
+        cluster = self.cluster
+        proc = cluster.producer
+        counts = self._read(self.pushed, time.monotonic() + 30)
+        if proc is None or proc.poll() is not None or counts is None:
+            outcome.skipped = "the producer is not running"
+            return
+        before, planned = counts
+        if before >= planned:
+            outcome.skipped = "the producer had pushed everything"
+            return
+        outcome.victim = f"producer pid {proc.pid}"
+        with cluster.lock:
+            cluster.producer_restarting = True
+        try:
+            killed = time.monotonic()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            at_kill = self._read(lambda: self.pushed()[0], time.monotonic() + 30)
+            outcome.notes.append(f"{at_kill} of {planned} batches pushed")
+            time.sleep(outcome.episode.hold)
+            resumed = cluster.restart_producer()
+        finally:
+            with cluster.lock:
+                cluster.producer_restarting = False
+        outcome.notes.append(f"resumed by pid {resumed.pid}")
+        if at_kill is None:
+            outcome.failure = "could not read the pushed batches after the kill"
+            return
+        again = self._poll(lambda: self.pushed()[0] > at_kill, 90.0, interval=0.1)
+        if again is None:
+            outcome.failure = "the resumed producer pushed nothing within 90 s"
+            return
+        outcome.recover_s = time.monotonic() - killed
+        outcome.landed = at_kill < planned
 
     def finish(self, timeout: float) -> list[Outcome]:
         self.stopping.set()

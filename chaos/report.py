@@ -16,6 +16,7 @@ KIND_NAMES = {
     "partition": "consumer cut off the network",
     "rqworker": "one RQ worker process SIGKILLed",
     "failover": "primary kill -9, Sentinel failover",
+    "producer": "producer SIGKILL + resume",
 }
 RECOVER_MEANING = {
     "sigkill": "kill -> its claims back on the queue",
@@ -25,6 +26,7 @@ RECOVER_MEANING = {
     "rqworker": "kill -> its jobs back on RQ's queue; back: kill -> a new worker in its place",
     "failover": "kill -> first commit on the promoted replica; back: kill -> the old primary "
                 "replicates from the new one",
+    "producer": "kill -> the same command again pushes the rest",
 }
 
 
@@ -50,6 +52,7 @@ class ChaosResult:
     retried: int = 0
     producer_status: int | None = None
     producer_exact: bool = False
+    producer_attempts: int = 1  # producers started: one more after each producer fault
     consumer_exits: dict[str, int | None] = field(default_factory=dict)
     checker: CheckerReport = field(default_factory=CheckerReport)
     kinds: list[KindSummary] = field(default_factory=list)
@@ -117,6 +120,8 @@ def result_table(r: ChaosResult) -> str:
         ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
          f"{c.transient} transient and {len(c.persistent)} persistent violations; longest "
          f"time a dead consumer held claims {c.max_orphan_age_s:.2f} s"),
+        ("producer attempts", f"{r.producer_attempts} (the last resumed the run and reported "
+         "it)" if r.producer_attempts > 1 else "1"),
         ("faults for", f"{r.duration_s:.0f} s; whole run {r.elapsed_s:.1f} s"),
         ("verdict", "PASS" if r.passed else "FAIL: " + "; ".join(r.failures)),
     ]

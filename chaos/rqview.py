@@ -22,22 +22,22 @@ consumer service started a worker in its place.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import redis
 
-from chaos.checker import RunState, Snapshot, bits, runs_lua
+from chaos.checker import RunState, Snapshot, bits, run_args, runs_lua
 from chaos.cluster import Slot
 from chaos.faults import Injector, Outcome
-from exactsum.keys import Keys, RqKeys, parse_job_id
+from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.runs import RunPlan
 
-# What an RQ job logs when its commit is refused (consumer_service/rq_job.py).
+# What an RQ job logs when its commit is refused (exactsum/transport/rq/job.py).
 RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already resolved; not "
                   "counted again")
 
@@ -46,32 +46,29 @@ RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already reso
 # leaves its execution in the registry until a reclaimer sees the worker dead and removes it
 # (reclaim_job.lua: nothing to put back, its batch is resolved). Such a leftover is nobody's
 # claim: counted, it would make a dead consumer seem to hold jobs for that long.
+# ARGV: RQ's StartedJobRegistry, the prefix of its executions' keys, the heartbeats' pattern,
+# the reclaimed counter, then the runs (checker.run_args, with each run's ``batches`` hash).
+# Names and ids are parsed in Python (keys.py), from what this one atomic step returns.
 RQ_SNAPSHOT_LUA = (r"""
-local prefix, wip_key, execution = ARGV[1], ARGV[2], ARGV[3]
 local wip = {}
-for _, member in ipairs(redis.call('ZRANGE', wip_key, 0, -1)) do
-    -- "<prefix>-<run>-<seq>:<execution id>"; only an execution whose batch is unresolved holds
-    -- anything (see HELD below).
-    local job = string.match(member, '^(.*):[^:]*$') or member
-    local run, seq = string.match(string.sub(job, #prefix + 2), '^(.+)%-(%d+)$')
-    if run and redis.call('HEXISTS', prefix .. ':run:' .. run .. ':batches', seq) == 1 then
-        local worker = redis.call('HGET', execution .. member, 'worker_name') or ''
-        local owner = string.match(worker, '^([%w_%-]+)%.w%d+%.%d+$') or worker
-        table.insert(wip, {owner, redis.call('EXISTS', prefix .. ':consumer:' .. owner)})
-    end
+for _, member in ipairs(redis.call('ZRANGE', ARGV[1], 0, -1)) do
+    table.insert(wip, {member, redis.call('HGET', ARGV[2] .. member, 'worker_name') or ''})
 end
-""" + runs_lua(4, """
-        redis.call('HKEYS', base .. 'batches'),""") + r"""
-return {wip, runs, redis.call('GET', prefix .. ':stats:reclaimed') or '0'}
+local alive = redis.call('KEYS', ARGV[3])
+""" + runs_lua(5, """
+        redis.call('HKEYS', ARGV[i + 7]),""", extra_keys=1) + r"""
+return {wip, alive, runs, redis.call('GET', ARGV[4]) or '0'}
 """)
 
 
 def take_rq_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str], *,
                      queue: str) -> Snapshot:
     rq = RqKeys(queue)
-    raw = cast(list[Any], client.eval(RQ_SNAPSHOT_LUA, 0, keys.prefix, rq.started,
-                                      RqKeys.execution(""), *run_ids))
-    wip, runs_raw, reclaimed = raw
+    raw = cast(list[Any], client.eval(
+        RQ_SNAPSHOT_LUA, 0, rq.started, RqKeys.execution(""), keys.heartbeat("*"),
+        keys.reclaimed, *run_args(keys, run_ids, extra=("batches",))))
+    wip, alive_raw, runs_raw, reclaimed = raw
+    alive = {key.decode() for key in alive_raw}
     runs: dict[str, RunState] = {}
     for row in runs_raw:
         run_id, items, batch_size, pushed, done, committed, dead, total, fields = row
@@ -85,15 +82,20 @@ def take_rq_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str], *,
         runs[name] = state
     holders: Counter[str] = Counter()
     orphans: Counter[str] = Counter()
-    for owner_raw, alive in wip:
-        owner = owner_raw.decode()
+    for member, worker_raw in wip:
+        # "<job id>:<execution id>"; only an execution whose batch is unresolved holds
+        # anything (see HELD above).
+        parsed = parse_job_id(keys.prefix, member.decode().rsplit(":", 1)[0])
+        of_run = runs.get(parsed[0]) if parsed is not None else None
+        if parsed is None or of_run is None or parsed[1] not in of_run.queue:
+            continue
+        worker = worker_raw.decode()
+        pool_worker = PoolWorkerName.parse(worker)
+        owner = pool_worker.consumer if pool_worker is not None else worker
         holders[owner] += 1
-        if not alive:
+        if keys.heartbeat(owner) not in alive:
             orphans[owner] += 1
     return Snapshot(time.monotonic(), runs, 0, dict(orphans), dict(holders), int(reclaimed))
-
-
-_WORKER_RE = re.compile(r"^(?P<consumer>[A-Za-z0-9_-]+)\.w(?P<slot>\d+)\.(?P<start>\d+)$")
 
 
 def _parent_pid(pid: int) -> int | None:
@@ -131,8 +133,8 @@ class RqInjector(Injector):
         """The open executions of this consumer's workers: member -> worker name."""
         found = {}
         for member, worker in self.open_executions().items():
-            match = _WORKER_RE.match(worker)
-            if match and match["consumer"] == consumer_id:
+            name = PoolWorkerName.parse(worker)
+            if name is not None and name.consumer == consumer_id:
                 found[member] = worker
         return found
 
@@ -171,9 +173,9 @@ class RqInjector(Injector):
             outcome.notes.append("found no RQ worker of it running a job")
             return
         worker, pid, members = target
-        match = _WORKER_RE.match(worker)
-        assert match is not None
-        successor = f"RQ worker {match['consumer']}.w{match['slot']}.{int(match['start']) + 1} "
+        name = PoolWorkerName.parse(worker)
+        assert name is not None
+        successor = f"RQ worker {replace(name, start=name.start + 1)} "
         put_back = f"its worker {worker} is dead"
         logs = [s.current for s in self.cluster.slots]
         before = sum(g.count(put_back) for g in logs)

@@ -47,9 +47,9 @@ from chaos.report import ChaosResult, render
 from chaos.rqview import RqInjector, take_rq_snapshot
 from exactsum.connection import make_client
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
-from exactsum.localsentinel import LocalSentinelGroup
 from exactsum.replication import Replication
+from tests.localredis import LocalRedis
+from tests.localsentinel import LocalSentinelGroup
 
 log = logging.getLogger("chaos")
 
@@ -289,12 +289,17 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
             injector = Injector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
                                 reclaim_interval=args.reclaim_interval, threads=args.threads)
         injector.start()
-        while producer.poll() is None:
+        while cluster.producer_running():  # a producer fault restarts it: the same run
             if time.monotonic() - started > timeout + 30:
                 result.failures.append(f"the producer did not finish within {timeout:.0f} s")
-                producer.kill()
+                injector.stopping.set()
+                with cluster.lock:
+                    cluster.producer_restarting = False
+                if cluster.producer is not None:
+                    cluster.producer.kill()
                 break
             time.sleep(0.5)
+        producer = cluster.producer or producer
         result.producer_status = producer.wait(timeout=30)
         outcomes = injector.finish(timeout=180)
         final = checker.sample()
@@ -341,6 +346,10 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     result.producer_exact = bool(report.get("exact"))
     if result.producer_status != 0 or not result.producer_exact:
         fail(f"producer exited {result.producer_status}: {report.get('verdict', 'no report')}")
+    result.producer_attempts = len(cluster.producers)
+    if report and report.get("epoch") != len(cluster.producers):
+        fail(f"the last producer worked at epoch {report.get('epoch')}, but "
+             f"{len(cluster.producers)} producers were started")
     if report and (report.get("sum") != result.expected_sum
                    or report.get("produced") != result.items):
         fail(f"producer reports {report.get('produced')} items summing to {report.get('sum')}; "

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from exactsum.localredis import LocalRedis
+from tests.localredis import LocalRedis
 
 log = logging.getLogger("soak")
 

@@ -7,7 +7,6 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from consumer_service.rq_service import RqConsumerService
 from consumer_service.service import ConsumerService, new_consumer_id
 from consumer_service.settings import parse_settings
 from exactsum.connection import FATAL_ERRORS
@@ -26,12 +25,7 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         setup_logging(settings.log_level, settings.log_format, service="consumer",
                       identity=consumer_id)
         set_context(consumer=consumer_id)
-        service: ConsumerService | RqConsumerService
-        if settings.transport == "rq":
-            service = RqConsumerService(settings, consumer_id)
-        else:
-            service = ConsumerService(settings, consumer_id)
-        return service.serve(stop)
+        return ConsumerService(settings, consumer_id).serve(stop)
     except MetricsServerError as exc:
         sys.stderr.write(f"consumer: error: {exc}\n")
         return 2

@@ -1,9 +1,14 @@
-"""The consumer process: a pool of workers, a heartbeat, a reclaimer, and an orderly stop.
+"""The consumer process: a heartbeat, the transport's pool, and an orderly stop.
 
-Start-up order: the heartbeat is written before the first claim, so no other consumer mistakes
+The service is the same for every transport (``--transport``): it owns the heartbeat, the id
+file, the grace and the order of the stop, and hands the work to the transport's pool
+(:class:`exactsum.transport.ConsumerPool`: worker threads for the native list, RQ worker
+processes for RQ), which brings its own reclaimer.
+
+Start-up order: the heartbeat is written before the pool starts, so no other consumer mistakes
 our fresh claims for a dead consumer's. Stop order (SIGTERM/SIGINT set an Event; this loop does
-the rest): workers stop claiming and finish what they hold, within the grace; whatever is still
-claimed then is put back on the queue; only then is the heartbeat withdrawn.
+the rest): the pool stops taking work and finishes what it holds, within the grace; whatever it
+still holds then is put back; only then is the heartbeat withdrawn.
 """
 
 from __future__ import annotations
@@ -15,19 +20,18 @@ import socket
 import threading
 import time
 import uuid
-from functools import partial
 
-from consumer_service.failures import FailureInjector
+import redis
+
 from consumer_service.heartbeat import Heartbeat
-from consumer_service.latency import LatencyHistogram, write_stats
-from consumer_service.reclaimer import Reclaimer
 from consumer_service.settings import ConsumerSettings
-from consumer_service.worker import Worker
-from exactsum.connection import FATAL_ERRORS, RetryAborted, make_client, retrying
+from exactsum import transport
+from exactsum.cluster import PartitionDirectory, connect, register_scripts
+from exactsum.connection import FATAL_ERRORS, RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.metrics import ConsumerMetrics
-from exactsum.scripts import Scripts
+from exactsum.transport.latency import write_stats
 
 log = logging.getLogger("consumer")
 
@@ -43,39 +47,29 @@ class ConsumerService:
         self.settings = settings
         self.consumer_id = consumer_id or new_consumer_id()
         self.keys = Keys(settings.key_prefix)
-        self.stop_claiming = threading.Event()
-        self.halt = threading.Event()
-        self.wake = threading.Event()  # a signal or a worker's fatal error
+        self.wake = threading.Event()  # a signal or the pool's fatal error
+        # Where Redis is: one primary at a URL, the one the Sentinels name, or a cluster.
         url, timeout = settings.redis, settings.socket_timeout
-        self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
-        self.scripts = Scripts.register(self.control)
+        self.directory = PartitionDirectory(self.keys, cluster=bool(url.cluster))
+        self.control = connect(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
+        self.scripts = register_scripts(self.control, min_replicas=settings.min_replicas,
+                                        replica_timeout=settings.replica_timeout)
         self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
                         if settings.metrics_port else None)
         events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
+        # On a Redis Cluster the heartbeat finds the partitions and the pool's workers claim
+        # from them: both share one directory.
+        self.pool = transport.get(settings.transport).pool(transport.ConsumerContext(
+            settings, self.consumer_id, self.keys, self.scripts, events, on_fatal=self.wake.set,
+            directory=self.directory,
+        ))
+        beat_client = connect(url, socket_timeout=min(timeout, settings.heartbeat_interval),
+                              name=f"{self.consumer_id}-hb")
         self.heartbeat = Heartbeat(
-            make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
-                        name=f"{self.consumer_id}-hb"),
-            self.keys, self.consumer_id, ttl=settings.heartbeat_ttl, threads=settings.threads,
-            committed=lambda: sum(w.committed_items for w in self.workers),
+            beat_client, self.keys, self.consumer_id, ttl=settings.heartbeat_ttl,
+            threads=settings.threads, committed=lambda: self.pool.committed(beat_client),
+            directory=self.directory,
         )
-        self.reclaimer = Reclaimer(
-            make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-reclaim"),
-            self.keys, self.scripts, self.consumer_id, interval=settings.reclaim_interval,
-            events=events, replication=settings.replication,
-        )
-        self.workers = [
-            Worker(
-                make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-w{i}"),
-                self.keys, self.scripts, self.consumer_id, i,
-                block_timeout=settings.block_timeout, stop_claiming=self.stop_claiming,
-                halt=self.halt, work_cpu_us=settings.work_cpu_us,
-                work_io_ms=settings.work_io_ms, max_claim=settings.max_claim,
-                failures=FailureInjector(settings.fail_rate, settings.flaky_rate),
-                max_attempts=settings.max_attempts, on_fatal=self.wake.set, events=events,
-                replication=settings.replication,
-            )
-            for i in range(settings.threads)
-        ]
 
     def serve(self, stop: threading.Event) -> int:
         """Run until ``stop`` is set; return the exit status."""
@@ -85,75 +79,58 @@ class ConsumerService:
             retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
         except RetryAborted:
             return 0
-        log.info("consumer %s: %d threads, heartbeat TTL %.1fs, serving %s on %s",
-                 self.consumer_id, self.settings.threads, self.settings.heartbeat_ttl,
-                 self.keys.queue, self.settings.redis.describe())
+        log.info("consumer %s: %s, heartbeat TTL %.1fs, on %s", self.consumer_id,
+                 self.pool.describe(), self.settings.heartbeat_ttl, self.settings.redis.describe())
         if self.settings.id_file:
             with open(self.settings.id_file, "w", encoding="utf-8") as out:
                 out.write(self.consumer_id + "\n")
         self.heartbeat.start()
-        self.reclaimer.start()
-        for worker in self.workers:
-            worker.start()
+        self.pool.start()
+
         def relay_stop() -> None:
             stop.wait()
             self.wake.set()
 
         threading.Thread(target=relay_stop, name="stop-relay", daemon=True).start()
-        self.wake.wait()
+        self.pool.run_until(self.wake)
         status = self.shutdown()
-        errors = [w.error for w in self.workers if w.error is not None]
-        if errors:
-            if isinstance(errors[0], FATAL_ERRORS):
-                raise errors[0]
+        error = self.pool.failure()
+        if error is not None:
+            if isinstance(error, FATAL_ERRORS):
+                raise error
             return 1
         return status
 
     def shutdown(self) -> int:
-        started = time.monotonic()
+        started, grace = time.monotonic(), self.settings.grace
         log.info("consumer %s: stopping; finishing in-flight batches (grace %.1fs)",
-                 self.consumer_id, self.settings.grace)
-        self.stop_claiming.set()
-        self.reclaimer.stopping.set()
+                 self.consumer_id, grace)
         # Leave a margin of the grace for giving back and withdrawing.
-        finish_by = started + max(self.settings.grace - 1.5, self.settings.grace * 0.5)
-        for worker in self.workers:
-            worker.join(timeout=max(0.0, finish_by - time.monotonic()))
-        self.halt.set()
-        still_busy = [w.name for w in self.workers if w.is_alive()]
-        if still_busy:
-            log.warning("consumer %s: %s did not finish within the grace; giving their batches "
-                        "back", self.consumer_id, ", ".join(still_busy))
-        given_back = self._give_back(deadline=started + self.settings.grace - 0.3)
-        self.heartbeat.withdraw_until(started + self.settings.grace - 0.1)
-        committed = sum(w.committed_items for w in self.workers)
+        given_back = self.pool.stop(finish_by=started + max(grace - 1.5, grace * 0.5),
+                                    give_back_by=started + grace - 0.3)
+        self.heartbeat.withdraw_until(started + grace - 0.1)
+        committed = self._committed()
         log.info("consumer %s: stopped after committing %d items; %d elements given back",
                  self.consumer_id, committed, given_back)
         if self.settings.stats_file:
             self._write_stats(committed, given_back)
         return 0
 
+    def _committed(self) -> int:
+        try:
+            return self.pool.committed(self.control)
+        except redis.RedisError as exc:  # only for the last log line: no retry
+            log.warning("consumer %s: could not read the items committed: %s",
+                        self.consumer_id, exc)
+            return 0
+
     def _write_stats(self, committed: int, given_back: int) -> None:
-        latency = LatencyHistogram.merged(w.latency for w in self.workers)
+        stats = self.pool.stats()
+        if stats is None:
+            return
         record = {"consumer": self.consumer_id, "threads": self.settings.threads,
-                  "committed_items": committed, "given_back": given_back,
-                  "latency": latency.summary()}
+                  "committed_items": committed, "given_back": given_back, **stats}
         try:
             write_stats(self.settings.stats_file or "", record)
         except OSError as exc:
             log.error("consumer %s: could not write the stats file: %s", self.consumer_id, exc)
-
-    def _give_back(self, deadline: float) -> int:
-        """Put every element still in our in-flight lists back on the queue."""
-        moved = 0
-        for worker in self.workers:
-            keys = [self.keys.heartbeat(self.consumer_id), worker.inflight, self.keys.queue,
-                    self.keys.reclaimed]
-            try:
-                moved += int(retrying(partial(self.settings.replication.script,
-                                              self.scripts.reclaim, keys, ["0"]),
-                                      "give back", log, deadline=deadline))
-            except RetryAborted:
-                log.error("consumer %s: could not give back %s; other consumers reclaim it "
-                          "once the heartbeat lapses", self.consumer_id, worker.inflight)
-        return moved

@@ -21,6 +21,9 @@ class ConsumerSettings:
     redis_url: str
     redis_sentinels: tuple[tuple[str, int], ...] | None
     redis_sentinel_master: str
+    redis_cluster: str
+    min_replicas: int
+    replica_timeout: float
     key_prefix: str
     log_level: str
     log_format: str
@@ -41,12 +44,11 @@ class ConsumerSettings:
     metrics_addr: str
     transport: str
     rq_queue: str
-    min_replicas: int
-    replica_timeout: float
 
     @property
     def redis(self) -> RedisTarget:
-        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master)
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master,
+                           self.redis_cluster)
 
     @property
     def replication(self) -> Replication:
@@ -104,7 +106,6 @@ def build_parser() -> EnvParser:
         "latency percentiles (for benchmarks)")
     parser.add_metrics_options("CONSUMER_METRICS_PORT")
     parser.add_transport_options()
-    parser.add_replication_options()
     return parser
 
 
@@ -119,6 +120,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ConsumerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
+    parser.check_cluster(args.redis_cluster, args.transport)
     settings = ConsumerSettings(**vars(args))
     if settings.block_timeout + settings.heartbeat_interval >= settings.heartbeat_ttl:
         parser.error(

@@ -6,9 +6,10 @@ exponential backoff and jitter, and so that the caller knows a reply may have be
 re-synchronise (a consumer re-reads its in-flight list, for example). Every write the services
 make is safe to send twice, which is what makes retrying safe at all.
 
-Where Redis is comes from :class:`RedisTarget` (``--redis-url``, or ``--redis-sentinels`` and
-``--redis-sentinel-master`` for a primary that Redis Sentinel fails over); :func:`make_client` is
-the one place that turns it into a client.
+Where Redis is comes from :class:`RedisTarget` (``--redis-url``; or ``--redis-sentinels`` and
+``--redis-sentinel-master`` for a primary that Redis Sentinel fails over; or ``--redis-cluster``).
+:func:`exactsum.cluster.connect` is the one place that turns it into a client: a cluster client,
+or :func:`make_client` for one primary, found by URL or through the Sentinels.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     # WAIT counted too few replicas (exactsum.replication): the write may be lost in a failover,
     # so it is sent again, as after a lost reply.
     NotAcknowledged,
+    # Redis Cluster: the cluster is down for a slot, or no node is reachable yet (a failover
+    # under way); the slot map is refreshed on the next command.
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
 )
 # Error replies that mean "not now" rather than "never": a primary with min-replicas-to-write
 # that has too few replicas (cut off, or during a failover), and a replica that lost its primary.
@@ -84,21 +90,30 @@ def credentials_from_env() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """Where the Redis primary is: a URL, or a set of Sentinels that name it.
+    """Where Redis is: a URL, a set of Sentinels that name the primary, or a Redis Cluster.
 
     With ``sentinels``, the URL's host and port are not used; its scheme (``rediss://`` for
     TLS, with its ``ssl_*`` parameters), database and credentials still are, for the primary
-    and for the Sentinels alike.
+    and for the Sentinels alike. ``cluster`` is ``--redis-cluster``: "" (no cluster), "1" (the
+    URL is a node of one) or a node's URL.
     """
 
     url: str
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = "mymaster"
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cluster and self.sentinels:
+            raise ValueError("--redis-cluster and --redis-sentinels exclude each other (a "
+                             "cluster fails over by itself)")
 
     def describe(self) -> str:
         if self.sentinels:
             where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
             return f"primary {self.sentinel_master!r} of the Sentinels {where}"
+        if self.cluster:
+            return f"the Redis Cluster of {self.url if self.cluster == '1' else self.cluster}"
         return self.url
 
 
@@ -113,6 +128,8 @@ def make_client(target: RedisTarget | str, *, socket_timeout: float,
     """
     if isinstance(target, str):
         target = RedisTarget(target)
+    if target.cluster:
+        raise ValueError("make_client serves one primary; exactsum.cluster.connect a cluster")
     options: dict[str, Any] = {
         **credentials_from_env(),
         "socket_timeout": socket_timeout,

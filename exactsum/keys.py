@@ -27,6 +27,19 @@ The layout (prefix ``pc`` by default, see ``KEY_PREFIX``)::
     pc:run:<id>:leases             hash    RQ transport: batch number -> lease, raised each time
                                            a dead worker's job is put back (fences its commit)
 
+On Redis Cluster (``--redis-cluster``, docs/cluster.md) a run is split into partitions, each named
+by a hash tag, and every key that a script or transaction touches for a partition carries that
+tag, so it lives in one hash slot. :meth:`Keys.partition` gives the keys of one partition: the same
+names as above with ``{<tag>}`` after the prefix (``pc:{0-3}:queue``, ``pc:{0-3}:run:<id>:sum``,
+``pc:{0-3}:inflight:<consumer>:<n>``, ``pc:{0-3}:consumer:<consumer>``...). A partition's
+``run:<id>:meta`` is a copy of the few facts its scripts read (that the run exists); the run's own
+meta, ``pc:runs``, ``pc:consumers`` and the heartbeats for status keep their untagged names, and
+
+    pc:partitions                  set     every partition tag producers have used (consumers
+                                           claim from all of them)
+
+Without Cluster there is one partition, the untagged layout itself (``Keys.tag`` is None).
+
 With the RQ transport (``--transport rq``) the queue is RQ's, under RQ's own key names
 (:class:`RqKeys`): ``rq:queue:<name>`` holds job ids, ``rq:job:<job id>`` a job, and so on.
 A job id is ``<prefix>-<run id>-<batch number>`` (:func:`job_id`).
@@ -36,7 +49,11 @@ The ``<consumer>`` and ``<id>`` parts never contain ``:``, so a key splits back 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# A partition tag goes between braces in key names: no braces, no ':' (keys split on it).
+PARTITION_TAG_RE = re.compile(r"^[A-Za-z0-9.-]{1,32}$")
 
 RUN_KEY_SUFFIXES = (
     "meta",
@@ -79,13 +96,39 @@ class RunKeys:
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix; build one per process and pass it around."""
+    """Key names under one prefix; build one per process and pass it around.
+
+    ``tag`` is a Redis Cluster partition's hash tag (:meth:`partition`); None is the untagged
+    layout of a single Redis, and the home of what every partition shares.
+    """
 
     prefix: str = "pc"
+    tag: str | None = None
+
+    @property
+    def base(self) -> str:
+        """What a partition's keys start with: the prefix, then the hash tag if any."""
+        return self.prefix if self.tag is None else f"{self.prefix}:{{{self.tag}}}"
+
+    def partition(self, tag: str | None) -> Keys:
+        """The keys of the partition ``tag`` (None: the untagged layout)."""
+        if tag is not None and not PARTITION_TAG_RE.match(tag):
+            raise ValueError(f"{tag!r} is not a partition tag (letters, digits, '-', '.')")
+        return Keys(self.prefix, tag)
+
+    @property
+    def home(self) -> Keys:
+        """The untagged keys under the same prefix (run meta, registries, status heartbeats)."""
+        return Keys(self.prefix)
+
+    @property
+    def partitions(self) -> str:
+        """Set of partition tags in use on a Redis Cluster."""
+        return f"{self.prefix}:partitions"
 
     @property
     def queue(self) -> str:
-        return f"{self.prefix}:queue"
+        return f"{self.base}:queue"
 
     @property
     def consumers(self) -> str:
@@ -93,38 +136,49 @@ class Keys:
 
     @property
     def dead(self) -> str:
-        return f"{self.prefix}:dead"
+        return f"{self.base}:dead"
 
     @property
     def dropped(self) -> str:
-        return f"{self.prefix}:dropped"
+        return f"{self.base}:dropped"
 
     @property
     def reclaimed(self) -> str:
-        return f"{self.prefix}:stats:reclaimed"
+        return f"{self.base}:stats:reclaimed"
 
     @property
     def runs(self) -> str:
         return f"{self.prefix}:runs"
 
     def heartbeat(self, consumer_id: str) -> str:
-        return f"{self.prefix}:consumer:{consumer_id}"
+        return f"{self.base}:consumer:{consumer_id}"
 
     def inflight(self, consumer_id: str, thread: int) -> str:
-        return f"{self.prefix}:inflight:{consumer_id}:{thread}"
+        return f"{self.base}:inflight:{consumer_id}:{thread}"
 
     @property
     def inflight_pattern(self) -> str:
         """SCAN pattern that finds every in-flight list, whoever owns it."""
-        return f"{self.prefix}:inflight:*"
+        return f"{self.base}:inflight:*"
+
+    @property
+    def partitioned_inflight_pattern(self) -> str:
+        """SCAN pattern that finds every in-flight list of every partition of a cluster."""
+        return f"{self.prefix}:{{*}}:inflight:*"
+
+    def partition_of_key(self, key: str) -> Keys:
+        """The keys of the partition that ``key`` (one of ours) belongs to."""
+        if key.startswith(f"{self.prefix}:{{"):
+            return self.partition(key[len(self.prefix) + 2 : key.index("}")])
+        return self.home
 
     def inflight_owner(self, inflight_key: str) -> str:
         """The consumer id inside an in-flight list's name."""
-        rest = inflight_key[len(self.prefix) + len(":inflight:") :]
+        rest = inflight_key[len(self.base) + len(":inflight:") :]
         return rest.rsplit(":", 1)[0]
 
     def run(self, run_id: str) -> RunKeys:
-        base = f"{self.prefix}:run:{run_id}"
+        base = f"{self.base}:run:{run_id}"
         return RunKeys(**{name: f"{base}:{name}" for name in RUN_KEY_SUFFIXES})
 
 
@@ -175,6 +229,36 @@ class RqKeys:
     def execution(composite: str) -> str:
         """An execution's hash (it names the worker), from a StartedJobRegistry member."""
         return f"rq:execution:{composite}"
+
+
+def partition_of(seq: int, partitions: int) -> int:
+    """The partition (index into the run's tags) that batch ``seq`` is pushed to and resolved in."""
+    return seq % partitions
+
+
+@dataclass(frozen=True)
+class PoolWorkerName:
+    """The name of an RQ worker that a consumer service runs: ``<consumer>.w<slot>.<start>``,
+    the start-th worker of slot ``slot`` (it is also RQ's worker key, :meth:`RqKeys.worker`).
+    Every consumer can tell from it whose worker it is, and whose heartbeat to look at."""
+
+    consumer: str
+    slot: int
+    start: int
+
+    def __str__(self) -> str:
+        return f"{self.consumer}.w{self.slot}.{self.start}"
+
+    @classmethod
+    def parse(cls, name: str) -> PoolWorkerName | None:
+        """None for a worker that no consumer service started (a plain ``rq worker``)."""
+        match = _POOL_WORKER_RE.match(name)
+        if match is None:
+            return None
+        return cls(match["consumer"], int(match["slot"]), int(match["start"]))
+
+
+_POOL_WORKER_RE = re.compile(r"^(?P<consumer>[A-Za-z0-9_-]+)\.w(?P<slot>\d+)\.(?P<start>\d+)$")
 
 
 def job_id(prefix: str, run_id: str, seq: int) -> str:

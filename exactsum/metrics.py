@@ -32,10 +32,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exactsum.connection import RedisTarget, make_client
+from exactsum.cluster import connect, is_cluster
+from exactsum.connection import RedisTarget
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
-from exactsum.protocol import Batch
+from exactsum.protocol import Batch, element_items
 
 log = logging.getLogger("metrics")
 
@@ -44,14 +45,6 @@ NAMESPACE = "exactsum"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 KEEP_RUNS = 20
-
-
-def element_items(element: bytes) -> int:
-    """Items in a queue element, read from its header alone (0 if it is not ours)."""
-    parts = element.split(b"|", 4)
-    if len(parts) == 5 and parts[0] == b"pc1" and parts[3].isdigit():
-        return int(parts[3])
-    return 0
 
 
 class RunSeries:
@@ -114,22 +107,29 @@ class RedisGauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.llen(self.keys.queue)
-        if self.consumer_id is not None:
-            for index in range(self.threads):
-                pipe.lrange(self.keys.inflight(self.consumer_id, index), 0, -1)
         try:
+            # On a Redis Cluster: the queues and in-flight lists of every partition, added up.
+            parts = ([self.keys.partition(t.decode()) for t in
+                      cast(set[bytes], self.client.smembers(self.keys.partitions))]
+                     if is_cluster(self.client) else [self.keys])
+            pipe = self.client.pipeline(transaction=False)
+            for part in parts:
+                pipe.llen(part.queue)
+            if self.consumer_id is not None:
+                for part in parts:
+                    for index in range(self.threads):
+                        pipe.lrange(part.inflight(self.consumer_id, index), 0, -1)
             replies = pipe.execute()
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             log.debug("metrics: cannot read Redis: %s", exc)
             families[0].add_metric([], 0)
             yield families[0]
             return
         families[0].add_metric([], 1)
-        families[1].add_metric([], int(replies[0]))
+        families[1].add_metric([], sum(int(depth) for depth in replies[:len(parts)]))
         if self.consumer_id is not None:
-            held = [element for lst in replies[1:] for element in cast(list[bytes], lst)]
+            held = [element for lst in replies[len(parts):]
+                    for element in cast(list[bytes], lst)]
             families[2].add_metric([self.consumer_id], len(held))
             families[3].add_metric([self.consumer_id], sum(map(element_items, held)))
         yield from families
@@ -198,7 +198,8 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         self._claim_hist = self.claim_to_commit.labels(consumer_id)
         self._push_hist = self.push_to_commit.labels(consumer_id)
         self.runs = RunSeries(keep_runs, [self.committed, self.dead], consumer_id)
-        client = make_client(redis_url, socket_timeout=2.0, name=f"{consumer_id}-metrics")
+        client = connect(redis_url, socket_timeout=2.0,
+                         name=f"{consumer_id}-metrics")
         reg.register(RedisGauges(client, keys, consumer_id, threads))
 
     def on_commit(self, batch: Batch, claim_s: float) -> None:
@@ -234,7 +235,7 @@ class ProducerMetrics(_Served, ProducerEvents):
         self.waits = Counter("push_waits", "Pushes that found the queue full and waited "
                              "(backpressure)", ["run"], namespace=NAMESPACE, registry=reg)
         self.runs = RunSeries(keep_runs, [self.items, self.batches, self.waits])
-        client = make_client(redis_url, socket_timeout=2.0, name="producer-metrics")
+        client = connect(redis_url, socket_timeout=2.0, name="producer-metrics")
         reg.register(RedisGauges(client, keys))
 
     def start_run(self, run_id: str) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
+from exactsum import transport
 from exactsum.connection import RedisTarget
 from exactsum.keys import Keys
 from exactsum.replication import Replication
+from exactsum.transport import get as transport_named
 
 
 def positive_int(text: str) -> int:
@@ -73,6 +74,14 @@ def flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
 
 
+def cluster_value(text: str) -> str:
+    """``REDIS_CLUSTER``: a boolean, or the URL of any node of the cluster (which then replaces
+    ``REDIS_URL``). Returns "" (no cluster), "1", or the URL."""
+    if text.startswith(("redis://", "rediss://")):
+        return text
+    return "1" if flag(text) else ""
+
+
 def key_prefix(text: str) -> str:
     if not text or ":" in text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(
@@ -99,10 +108,8 @@ def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
 
 def redis_target(args: argparse.Namespace) -> RedisTarget:
     """Where Redis is, from the common options (:meth:`EnvParser.add_common_options`)."""
-    return RedisTarget(args.redis_url, args.redis_sentinels or (), args.redis_sentinel_master)
-
-
-RQ_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+    return RedisTarget(args.redis_url, args.redis_sentinels or (), args.redis_sentinel_master,
+                       args.redis_cluster)
 
 
 def rq_queue_name(text: str) -> str:
@@ -170,6 +177,7 @@ class EnvParser(argparse.ArgumentParser):
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
             help="prefix of every Redis key",
         )
+        self.add_cluster_options()
         self.add_env_option(
             "--log-level", env="LOG_LEVEL", default="INFO",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level",
@@ -179,24 +187,36 @@ class EnvParser(argparse.ArgumentParser):
             help="log line format",
         )
 
-    def add_replication_options(self) -> None:
-        """How many replicas must have a write before it counts (exactsum.replication)."""
+    def add_cluster_options(self) -> None:
+        """Redis Cluster, and how many replicas must acknowledge a write (docs/cluster.md)."""
+        self.add_env_option(
+            "--redis-cluster", env="REDIS_CLUSTER", default="", type=cluster_value,
+            help="1: --redis-url is a node of a Redis Cluster and runs are sharded over its "
+            "primaries (native transport only); a redis:// URL: the same, seeded from that node",
+        )
         self.add_env_option(
             "--min-replicas", env="MIN_REPLICAS", default=0, type=non_negative_int,
-            help="a write counts only once this many replicas acknowledged it (WAIT); not "
-            "acknowledged, it is retried, so a failover loses no write a service was told had "
-            "succeeded (docs/sentinel.md); 0: no WAIT",
+            help="a write counts only once this many replicas acknowledged it (WAIT after each "
+            "write, on a single primary, under Sentinel and on each cluster node); not "
+            "acknowledged, it is sent again, so a failover loses no write a service was told "
+            "had succeeded (docs/sentinel.md, docs/cluster.md); 0: no WAIT",
         )
         self.add_env_option(
             "--replica-timeout", env="REPLICA_TIMEOUT", default=Replication().timeout_s,
             type=positive_float,
-            help="seconds to wait for --min-replicas replicas before retrying the write",
+            help="seconds to wait for --min-replicas replicas before sending the write again",
         )
+
+    def check_cluster(self, redis_cluster: str, transport: str) -> None:
+        """The transport must be able to run on a Redis Cluster when one is asked for."""
+        problem = transport_named(transport).cluster_problem() if redis_cluster else None
+        if problem:
+            self.error(f"--redis-cluster with --transport {transport}: {problem}")
 
     def add_transport_options(self) -> None:
         """Which queue carries the batches; the producer and its consumers must agree."""
         self.add_env_option(
-            "--transport", env="TRANSPORT", default="native", choices=["native", "rq"],
+            "--transport", env="TRANSPORT", default=transport.DEFAULT, choices=transport.names(),
             help="native: a Redis list and this project's scripts; rq: RQ jobs on an RQ queue, "
             "run by RQ workers (the sum stays exact either way)",
         )
@@ -206,10 +226,15 @@ class EnvParser(argparse.ArgumentParser):
         )
 
     def check_transport(self, transport: str, prefix: str) -> None:
-        """RQ job ids carry the key prefix, and RQ allows only letters, digits, _ and - in them."""
-        if transport == "rq" and not RQ_SAFE_RE.match(prefix):
-            self.error(f"--key-prefix {prefix!r}: with --transport rq a key prefix is made of "
-                       "letters, digits, '_' and '-' only (it is part of RQ job ids)")
+        """The transport must be installed, and may allow fewer key prefixes (RQ's job ids carry
+        the prefix)."""
+        chosen = transport_named(transport)
+        missing = chosen.missing()
+        if missing:
+            self.error(f"--transport {transport}: {missing}")
+        problem = chosen.prefix_problem(prefix)
+        if problem:
+            self.error(f"--key-prefix {prefix!r}: {problem}")
 
     def add_metrics_options(self, port_env: str) -> None:
         """Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given."""

@@ -23,6 +23,12 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _RUN_ID_BYTES_RE = re.compile(rb"^[A-Za-z0-9_-]{1,64}$")
 
 
+# The longest header: magic, a run id of 64, a sequence number, a count and a time of up to 20
+# digits each, and the five '|' that end the fields. Reading this many bytes of an element is
+# enough to know which batch it is and how many items it holds.
+HEADER_MAX = len(MAGIC) + 64 + 3 * 20 + 5
+
+
 class ForeignElement(ValueError):
     """An element in the queue that was not written by a producer of this protocol."""
 
@@ -35,6 +41,33 @@ class Batch:
     total: int  # the exact sum of the batch's values (a Python int, may exceed 64 bits)
     pushed_us: int
     values: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Which batch an element is, and how many items it holds, read without its values."""
+
+    run_id: str
+    seq: int
+    count: int
+
+
+def read_header(element: bytes) -> Header | None:
+    """The header of an element, or of its first :data:`HEADER_MAX` bytes (what a snapshot that
+    leaves the values in Redis returns); None if it is not one of ours. The values are not
+    checked: :func:`decode` does that before anything is counted."""
+    parts = element[:HEADER_MAX].split(b"|", 5)
+    if len(parts) != 6 or parts[0] != MAGIC or not _RUN_ID_BYTES_RE.match(parts[1]):
+        return None
+    if not (parts[2].isdigit() and parts[3].isdigit() and parts[4].isdigit()):
+        return None
+    return Header(parts[1].decode(), int(parts[2]), int(parts[3]))
+
+
+def element_items(element: bytes) -> int:
+    """Items in an element, from its header alone (0 if it is not ours)."""
+    header = read_header(element)
+    return header.count if header else 0
 
 
 def encode(run_id: str, seq: int, values: Sequence[int], pushed_us: int | None = None) -> bytes:

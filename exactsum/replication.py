@@ -22,7 +22,7 @@ for the argument, script by script).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,3 +106,21 @@ class Replication:
 
 
 NO_REPLICATION = Replication()
+
+
+class AcknowledgedScript(Script):
+    """A script on one primary (at a URL or under Sentinel) whose every call is followed by WAIT
+    on its connection (:meth:`Replication.script`); registered by
+    :func:`exactsum.cluster.register_scripts` when ``--min-replicas`` is set, so that callers
+    call it like any script. On a cluster, :class:`exactsum.cluster.AckedScript` does the same
+    on the slot's primary."""
+
+    def __init__(self, client: redis.Redis, source: str, replication: Replication) -> None:
+        super().__init__(client, source)
+        self.replication = replication
+
+    def __call__(self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None,
+                 client: Any = None) -> Any:
+        if not self.replication.enabled:
+            return super().__call__(keys=keys, args=args, client=client)
+        return self.replication.script(self, list(keys or []), list(args or []), client)

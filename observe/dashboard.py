@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from exactsum.connection import make_client
+from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.logs import setup_logging
 from exactsum.options import EnvParser, port, positive_float, positive_int, redis_target
+from exactsum.signals import stop_on_signals
 from observe.snapshot import Snapshot, take
 
 log = logging.getLogger("dashboard")
@@ -169,10 +170,14 @@ def build_parser() -> EnvParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format, service="dashboard", identity="-")
-    client = make_client(redis_target(args), socket_timeout=5.0, name="dashboard")
+    client = connect(redis_target(args), socket_timeout=5.0, name="dashboard")
     poller = Poller(client, Keys(args.key_prefix), runs=args.runs, interval=args.interval)
     poller.start()
     log.info("dashboard on http://%s:%d/", args.host, args.port)
+    # uvicorn stops on SIGTERM/SIGINT and then raises the signal again into the handler that was
+    # there before it: ours, so that a stop is an exit 0 and not a death by SIGTERM (143, which
+    # `docker compose up --exit-code-from producer` prints after the run's report).
+    stop_on_signals(poller.stopping)
     # log_config=None: uvicorn keeps our handlers (and JSON lines with LOG_FORMAT=json).
     uvicorn.run(create_app(poller), host=args.host, port=args.port, log_config=None,
                 log_level="warning", access_log=False)

@@ -21,9 +21,11 @@ RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'
 
 # The package too: a job's arguments are pickled, and showing them may need exactsum's classes.
 COPY . /src
+# The user is a regular one (10001 is past the system range, where `useradd --system` warns).
 RUN python -m pip install --no-deps --no-build-isolation /src \
     && rm -rf /src \
-    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+    && groupadd --gid 10001 exactsum \
+    && useradd --uid 10001 --gid 10001 --no-create-home --no-log-init --home-dir /nonexistent \
         --shell /usr/sbin/nologin exactsum
 
 WORKDIR /app

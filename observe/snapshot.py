@@ -9,7 +9,8 @@ run's sum, its committed count and its per-consumer counts are written by the sa
 a snapshot never shows one without the others. A finished run
 is also judged by :func:`exactsum.runs.audit`, the producer's own audit.
 
-It needs only read access (the ``observer`` user of :mod:`exactsum.acl`).
+It needs only read access (the ``observer`` user of :mod:`exactsum_admin.acl`). On a Redis
+Cluster it adds up the partitions of each run (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any, cast
 
 import redis
 
-from exactsum.keys import Keys, RqKeys
-from exactsum.metrics import element_items
-from exactsum.runs import FINAL_STATES, RunPlan, audit
+from exactsum.cluster import is_cluster
+from exactsum.keys import Keys, RqKeys, partition_of
+from exactsum.protocol import element_items
+from exactsum.runs import FINAL_STATES, RunPlan, audit, partitions_of
 
 RECENT_DEAD = 3  # newest dead letters shown per list
 
@@ -125,39 +127,54 @@ def _dead_entry(raw: bytes, run_id: str | None) -> dict[str, Any]:
 
 
 def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
-    """The latest ``runs`` runs, every registered consumer, the queue and the faults."""
+    """The latest ``runs`` runs, every registered consumer, the queue and the faults.
+
+    On a Redis Cluster (a ``RedisCluster`` client) the figures of every partition are added up;
+    the second step is then a plain pipeline, one per primary, instead of MULTI/EXEC (a
+    transaction cannot span slots), so figures of different partitions may be a moment apart.
+    """
+    cluster = is_cluster(client)
     # Step 1: what exists, and the runs' fixed plans.
     run_ids = [r.decode() for r in cast(list[bytes], client.zrevrange(keys.runs, 0, runs - 1))]
     registered = cast(list[tuple[bytes, float]],
                       client.zrange(keys.consumers, 0, -1, withscores=True))
-    lists = sorted(k.decode() for k in client.scan_iter(match=keys.inflight_pattern, count=1000,
+    parts = [keys]
+    if cluster:
+        parts = [keys.partition(t.decode())
+                 for t in sorted(cast(set[bytes], client.smembers(keys.partitions)))]
+    pattern = keys.partitioned_inflight_pattern if cluster else keys.inflight_pattern
+    lists = sorted(k.decode() for k in client.scan_iter(match=pattern, count=1000,
                                                         _type="list"))
     seen = {c.decode(): int(score) for c, score in registered}
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
-        pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches", "rq_queue"])
+        pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches", "rq_queue",
+                                           "partitions"])
     for consumer_id in seen:
         pipe.get(keys.heartbeat(consumer_id))
     found = pipe.execute()
     plans = {run_id: (int(m[0]), int(m[1]), int(m[2]))
              for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True)
              if None not in m[:3]}
+    run_parts = {run_id: partitions_of(keys, m[4])
+                 for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True)}
     rq_queues = sorted({m[3].decode() for m in found[:len(run_ids)] if m[3] is not None})
     for consumer_id, info in zip(seen, found[len(run_ids):], strict=True):
         threads = int(json.loads(info).get("threads", 0)) if info is not None else 0
-        lists += [keys.inflight(consumer_id, n) for n in range(threads)]
+        lists += [part.inflight(consumer_id, n) for part in parts for n in range(threads)]
     lists = sorted(set(lists))
-    owners = {keys.inflight_owner(key) for key in lists}
+    owners = {keys.partition_of_key(key).inflight_owner(key) for key in lists}
     consumer_ids = sorted(seen.keys() | owners)
 
-    # Step 2: every moving figure at one instant.
-    pipe = client.pipeline(transaction=True)
+    # Step 2: every moving figure at one instant (on one Redis).
+    pipe = client.pipeline(transaction=not cluster)
     for name in rq_queues:
         pipe.llen(RqKeys(name).queue)
-    pipe.llen(keys.queue)
-    pipe.get(keys.reclaimed)
-    pipe.llen(keys.dead)
-    pipe.lrange(keys.dead, -RECENT_DEAD, -1)
+    for part in parts:
+        pipe.llen(part.queue)
+        pipe.get(part.reclaimed)
+        pipe.llen(part.dead)
+        pipe.lrange(part.dead, -RECENT_DEAD, -1)
     for consumer_id in consumer_ids:
         pipe.get(keys.heartbeat(consumer_id))
         pipe.pttl(keys.heartbeat(consumer_id))
@@ -165,21 +182,30 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
         pipe.lrange(key, 0, -1)
     live_runs = [run_id for run_id in run_ids if run_id in plans]
     for run_id in live_runs:
-        rk = keys.run(run_id)
-        pipe.hgetall(rk.meta)
-        pipe.bitcount(rk.pushed)
-        pipe.getbit(rk.pushed, max(plans[run_id][2] - 1, 0))
-        pipe.get(rk.committed)
-        pipe.get(rk.dead_items)
-        pipe.get(rk.sum)
-        pipe.get(rk.stale)
-        pipe.hgetall(rk.by_consumer)
-        pipe.lrange(rk.dead, -RECENT_DEAD, -1)
+        pipe.hgetall(keys.run(run_id).meta)
+        last = max(plans[run_id][2] - 1, 0)
+        for index, part in enumerate(run_parts[run_id]):
+            rk = part.run(run_id)
+            pipe.bitcount(rk.pushed)
+            # Only the last batch's own partition can have its bit.
+            pipe.getbit(rk.pushed, last if partition_of(last, len(run_parts[run_id])) == index
+                        else 0)
+            pipe.get(rk.committed)
+            pipe.get(rk.dead_items)
+            pipe.get(rk.sum)
+            pipe.get(rk.stale)
+            pipe.hgetall(rk.by_consumer)
+            pipe.lrange(rk.dead, -RECENT_DEAD, -1)
     replies = iter(pipe.execute())
     at = time.time()
     rq_depths = {name: _int(next(replies)) for name in rq_queues}
-    depth, reclaimed, foreign = _int(next(replies)), _int(next(replies)), _int(next(replies))
-    recent = [_dead_entry(raw, None) for raw in next(replies)]
+    depth = reclaimed = foreign = 0
+    recent: list[dict[str, Any]] = []
+    for _ in parts:
+        depth += _int(next(replies))
+        reclaimed += _int(next(replies))
+        foreign += _int(next(replies))
+        recent += [_dead_entry(raw, None) for raw in next(replies)]
 
     consumers = {}
     for consumer_id in consumer_ids:
@@ -194,29 +220,40 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
         consumers[consumer_id] = view
     for key in lists:
         held = cast(list[bytes], next(replies))
-        view = consumers[keys.inflight_owner(key)]
+        view = consumers[keys.partition_of_key(key).inflight_owner(key)]
         view.inflight_batches += len(held)
         view.inflight_items += sum(map(element_items, held))
 
     run_views = []
     for run_id in live_runs:
         items, batch_size, batches = plans[run_id]
-        (meta_raw, pushed_bits, last_pushed, committed, dead, total, stale, by_consumer,
-         dead_raw) = (next(replies) for _ in range(9))
-        meta = _text(meta_raw)
+        meta = _text(next(replies))
+        pushed_bits = committed = dead = total = stale = 0
+        last_pushed = False
+        by_consumer: dict[str, int] = {}
+        for _ in run_parts[run_id]:
+            (bits, last_bit, part_committed, part_dead, part_sum, part_stale, part_consumers,
+             dead_raw) = (next(replies) for _ in range(8))
+            pushed_bits += int(bits)
+            last_pushed = last_pushed or bool(last_bit)
+            committed += _int(part_committed)
+            dead += _int(part_dead)
+            total += _int(part_sum)
+            stale += _int(part_stale)
+            for consumer, count in _text(part_consumers).items():
+                by_consumer[consumer] = by_consumer.get(consumer, 0) + int(count)
+            recent += [_dead_entry(raw, run_id) for raw in dead_raw]
         plan = RunPlan(run_id, items, batch_size)
         expected = meta.get("expected_sum")
         run_views.append(RunView(
             run_id=run_id, state=meta.get("state", "unknown"),
             started_ms=int(meta.get("started_ms", 0)), items=items, batch_size=batch_size,
-            pushed=plan.items_in(int(pushed_bits), bool(last_pushed) and batches > 0),
-            committed=_int(committed), dead_lettered=_int(dead), sum=_int(total),
+            pushed=plan.items_in(pushed_bits, last_pushed and batches > 0),
+            committed=committed, dead_lettered=dead, sum=total,
             expected_sum=int(expected) if expected is not None else None,
-            stale_commits=_int(stale),
-            by_consumer={k: int(v) for k, v in _text(by_consumer).items()},
+            stale_commits=stale, by_consumer=by_consumer,
             transport=meta.get("transport", "native"),
         ))
-        recent += [_dead_entry(raw, run_id) for raw in dead_raw]
     for run in run_views:
         if run.finished and run.expected_sum is not None:
             plan = RunPlan(run.run_id, run.items, run.batch_size)

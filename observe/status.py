@@ -25,7 +25,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from exactsum.connection import CredentialsError, make_client
+from exactsum.cluster import connect
+from exactsum.connection import CredentialsError, RetryAborted
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, positive_float, positive_int, redis_target
 from observe.snapshot import ConsumerView, RunView, Snapshot, take
@@ -133,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
     try:
-        client = make_client(redis_target(args), socket_timeout=5.0, name="status")
+        client = connect(redis_target(args), socket_timeout=5.0, name="status")
         snap = take(client, keys, args.runs)
-    except (CredentialsError, redis.RedisError) as exc:
+    except (CredentialsError, redis.RedisError, RetryAborted) as exc:
         sys.stderr.write(f"status: error: {type(exc).__name__}: {exc}\n")
         return 2
     if args.json:

@@ -2,9 +2,11 @@
 
 Each push carries several batches, so a round trip carries thousands of items: one call of
 ``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
-(``producer_service.rq_sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
+(``exactsum.transport.rq.sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
 which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
-is the backpressure: the thread waits and sends the rest again.
+is the backpressure: the thread waits and sends the rest again. Either pushes only while this
+producer's epoch is the run's (:class:`exactsum.runs.ProducerFenced` otherwise): a producer that
+resumed the run since has taken it over, and this one stops.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
-from exactsum.keys import Keys
+from exactsum.keys import Keys, partition_of
 from exactsum.protocol import encode_text
-from exactsum.replication import NO_REPLICATION, Replication
+from exactsum.runs import ProducerFenced
 from exactsum.scripts import Scripts
+from exactsum.transport.base import BatchSink
 from producer_service.source import OutBatch
 
 log = logging.getLogger("producer.pusher")
@@ -31,18 +33,6 @@ log = logging.getLogger("producer.pusher")
 # enough that one script call stays well under a millisecond of Redis time.
 ITEMS_PER_CALL = 8192
 MAX_BATCHES_PER_CALL = 256
-
-
-class BatchSink(Protocol):
-    """Where pushes go: the native list (:class:`ListSink`) or RQ (``producer_service.rq_sink``).
-
-    ``send`` takes ``(sequence number, items, element)`` triples in order and returns how many
-    of them, from the first, are now pushed, counting those already pushed by an earlier call
-    whose reply was lost; it stops at the first that does not fit under the queue's bound.
-    Sending the same batches again must be harmless: :func:`retrying` re-sends after errors.
-    """
-
-    def send(self, batches: list[tuple[int, int, bytes]]) -> int: ...
 
 
 class Pusher:
@@ -58,12 +48,18 @@ class Pusher:
         deadline: float,
         rate: float = 0.0,
         events: ProducerEvents = NO_PRODUCER_EVENTS,
+        streaming: bool = False,
+        partitions: int = 1,
     ) -> None:
         self.sink = sink
         self.run_id = run_id
         self._batches = batches
         self.threads = threads
-        self.per_call = max(1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
+        # A stream's batches go one per call, each as soon as its lines are there, rather than
+        # waiting for the lines of several. On a Redis Cluster a push is split into one call
+        # per partition: draw enough batches that each of those calls still carries a full share.
+        self.per_call = 1 if streaming else partitions * max(
+            1, min(MAX_BATCHES_PER_CALL, ITEMS_PER_CALL // batch_size))
         self.stop = stop
         self.deadline = deadline
         self.rate = rate
@@ -71,15 +67,23 @@ class Pusher:
         self._lock = threading.Lock()
         self._drawn_items = 0
         self._started = 0.0
+        self._failed = threading.Event()  # a thread failed: the others stop drawing
         self.pushed_items = 0
 
     def run(self) -> None:
-        """Push everything; re-raise the first error of any thread."""
+        """Push everything; re-raise the first error of any thread (the others stop)."""
         self._started = time.monotonic()
         with ThreadPoolExecutor(self.threads, thread_name_prefix="push") as pool:
             futures = [pool.submit(self._work) for _ in range(self.threads)]
             for future in futures:
                 future.result()
+
+    def _work(self) -> None:
+        try:
+            self._work_loop()
+        except BaseException:
+            self._failed.set()
+            raise
 
     def _draw(self) -> tuple[list[OutBatch], list[float]]:
         """The next batches, and when each is due (``--rate``; empty when unpaced).
@@ -105,8 +109,8 @@ class Pusher:
                 self._drawn_items += batch.count
             return chunk, dues
 
-    def _work(self) -> None:
-        while not self.stop.is_set():
+    def _work_loop(self) -> None:
+        while not self.stop.is_set() and not self._failed.is_set():
             chunk, dues = self._draw()
             if not chunk:
                 return
@@ -148,21 +152,48 @@ class Pusher:
 
 class ListSink:
     """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
-    once (the run's ``pushed`` bitmap), and stops at the queue's bound."""
+    once (the run's ``pushed`` bitmap), and stops at the queue's bound; it checks the run's
+    epoch in the same atomic step.
+
+    On a Redis Cluster (``parts``, the run's partitions) batch ``n`` goes to partition
+    ``n mod len(parts)``: one call of ``push.lua`` per partition, each in its own slot (the
+    epoch is checked in the partition's copy of the meta), and each partition's queue bounded
+    by its share of the bound."""
 
     def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int,
-                 replication: Replication = NO_REPLICATION) -> None:
+                 epoch: int, parts: list[Keys] | None = None) -> None:
         self.scripts = scripts
-        self.keys = [keys.queue, keys.run(run_id).pushed]
-        self.bound = bound
-        # A push counts once enough replicas have it; the pushed bitmap makes re-sending safe.
-        self.replication = replication
+        parts = parts or [keys]
+        self.targets = [[part.queue, part.run(run_id).pushed, part.run(run_id).meta]
+                        for part in parts]
+        self.run_id, self.epoch = run_id, epoch
+        self.bound = max(1, bound // len(parts)) if bound else 0
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
-        args: list[bytes | int] = [self.bound]
+        if len(self.targets) == 1:
+            return self._send(0, batches)
+        positions: dict[int, list[int]] = {}
+        for position, (seq, _, _) in enumerate(batches):
+            positions.setdefault(partition_of(seq, len(self.targets)), []).append(position)
+        # The answer is a prefix of ``batches``: up to the first batch a partition had no room
+        # for. Batches of other partitions pushed beyond it are found pushed when re-sent.
+        first_left = len(batches)
+        for part, where in positions.items():
+            handled = self._send(part, [batches[i] for i in where])
+            if handled < len(where):
+                first_left = min(first_left, where[handled])
+        return first_left
+
+    def _send(self, part: int, batches: list[tuple[int, int, bytes]]) -> int:
+        args: list[bytes | int] = [self.bound, self.epoch]
         for seq, _, element in batches:
             args += [seq, element]
-        return int(self.replication.script(self.scripts.push, self.keys, args))
+        handled = int(self.scripts.push(keys=self.targets[part], args=args))
+        if handled < 0:
+            raise ProducerFenced(f"run {self.run_id!r} was taken over by another producer "
+                                 f"(this producer's epoch {self.epoch} is past); this producer "
+                                 "stops and leaves the run to it")
+        return handled
 
 
 def queue_bound(max_queue_items: int, batch_size: int) -> int:

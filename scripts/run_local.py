@@ -12,9 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
+
+# The throwaway redis-server is the tests' harness (tests/localredis.py), which is not installed:
+# this script runs from the repository, whose root is one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.localredis import LocalRedis
 
 
 def main(argv: list[str]) -> int:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from exactsum.keys import Keys
-from exactsum.localredis import LocalRedis
 from exactsum.scripts import Scripts
+from tests.localredis import LocalRedis
 from tests.procs import Services
 
 
@@ -76,3 +77,18 @@ def own_services(own_redis: LocalRedis, key_prefix: str, tmp_path: object) -> It
     group = Services(own_redis.url, key_prefix, tmp_path)  # type: ignore[arg-type]
     yield group
     group.close()
+
+
+# Tests live in a folder of their kind; each kind is also a marker (``pytest -m unit``).
+KINDS = ("unit", "integration", "e2e", "chaos")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            kind = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if kind in KINDS:
+            item.add_marker(kind)

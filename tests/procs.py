@@ -122,8 +122,13 @@ def committed(client: redis.Redis, keys: Keys) -> int:
     return total
 
 
-def assert_exact(report: dict[str, Any], items: int) -> None:
-    """The report proves each item counted exactly once, with the sum we computed ourselves."""
+def assert_exact(report: dict[str, Any], items: int, expected_sum: int | None = None) -> None:
+    """The report proves each item counted exactly once; with ``expected_sum`` (the test's own
+    oracle: :func:`numbers_file`, :func:`random_sum`), the sum is checked against it too, not
+    only against the report's own ``expected_sum``."""
+    if expected_sum is not None:
+        assert report["sum"] == expected_sum, (report, expected_sum)
+        assert report["expected_sum"] == expected_sum, (report, expected_sum)
     assert report["produced"] == items, report
     assert report["committed"] == items, report
     assert report["lost"] == 0, report
@@ -132,6 +137,17 @@ def assert_exact(report: dict[str, Any], items: int) -> None:
     assert report["sum"] == report["expected_sum"], report
     assert sum(report["by_consumer"].values()) == items, report
     assert report["exact"] is True, report
+
+
+def random_sum(count: int, seed: int, low: int = 1, high: int = 11) -> int:
+    """The sum of the producer's ``--count`` random numbers for ``--seed`` (``--min``/``--max``
+    ``low``/``high``), computed here, not by the producer: its numbers are Python's
+    ``random.Random(seed).choices`` over ``[low, high]``, which draws one ``random()`` per item
+    whatever the batches are (for ranges up to 4096 values)."""
+    span = high - low + 1
+    assert span <= 4096, "wider ranges are drawn with randint"
+    rng = random.Random(seed)
+    return sum(low + int(rng.random() * span) for _ in range(count))
 
 
 def numbers_file(tmp_path: Path, count: int, seed: int = 7) -> tuple[Path, int]:

@@ -35,7 +35,7 @@ def docker_client() -> Any:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:
-        _unavailable(f"{type(exc).__name__}: {exc} (try: bash scripts/docker-engine.sh start)")
+        _unavailable(f"{type(exc).__name__}: {exc} (`sudo make host-setup` sets one up)")
     try:
         version = subprocess.run(["docker", "compose", "version", "--short"],
                                  capture_output=True, text=True, timeout=30)

@@ -21,8 +21,8 @@ import docker
 from docker.models.containers import Container
 
 from exactsum.keys import Keys
-from exactsum.localredis import free_port
 from exactsum.protocol import ForeignElement, decode
+from tests.localredis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -131,7 +131,10 @@ class Stack:
         self.compose(*args, *services)
 
     def down(self) -> None:
-        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "2", check=False)
+        # Every profile's services: without --profile '*', compose leaves those of a profile that
+        # is not enabled running (the rq test's), and with them the project's network.
+        self.compose("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "2",
+                     check=False)
         # One-off `run` containers that compose left behind, if any.
         for container in self.containers(None, oneoff=None):
             container.remove(force=True, v=True)
@@ -235,8 +238,11 @@ class Stack:
                         lambda: (n := self.committed(run_id)) >= at_least and n, timeout)
 
 
-def assert_exact(report: Mapping[str, Any], count: int) -> None:
-    """The producer's verdict, checked field by field rather than trusted."""
+def assert_exact(report: Mapping[str, Any], count: int, expected_sum: int | None = None) -> None:
+    """The producer's verdict, checked field by field rather than trusted; with
+    ``expected_sum`` (the test's own, e.g. ``tests.procs.random_sum``) the sum too."""
+    if expected_sum is not None:
+        assert report["sum"] == expected_sum, (report, expected_sum)
     assert report["produced"] == count, report
     assert report["committed"] == count, report
     assert report["sum"] == report["expected_sum"], report

@@ -5,7 +5,7 @@ comes back alive believing it is the primary) and the run stays exact.
 Not a kill here: a killed container's name leaves Docker's DNS, and Sentinel resolves names
 synchronously; on a host whose DNS servers do not answer (this project's machines) each lookup
 of the dead name then blocks every Sentinel for seconds and the failover stalls (see
-docs/sentinel.md). tests/test_sentinel.py kills primaries with SIGKILL on loopback."""
+docs/sentinel.md). tests/integration/test_sentinel.py kills primaries with SIGKILL on loopback."""
 
 from __future__ import annotations
 

@@ -1,0 +1,5 @@
+import sys
+
+from exactsum_admin.admin import main
+
+sys.exit(main())

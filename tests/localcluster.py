@@ -1,0 +1,170 @@
+"""A throwaway Redis Cluster on loopback: N primaries, each with R replicas, for tests and
+benchmarks.
+
+Every node is a ``redis-server`` in cluster mode with the settings the guarantees assume
+(``appendonly yes``, ``appendfsync always``, ``noeviction``), on a free port and in a data
+directory of its own, so a node can be killed with SIGKILL and started again on the same port
+and data, where it rejoins the cluster (as a replica if its replica was promoted meanwhile).
+
+The cluster is assembled with CLUSTER ADDSLOTSRANGE, MEET and REPLICATE rather than
+``redis-cli --cluster create``, which refuses fewer than three primaries (the benchmark runs
+one and two).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from tests.localredis import LocalRedis
+
+SLOTS = 16384
+# A node also listens on its port + 10000 (the cluster bus), which must be a port too.
+BUS_OFFSET = 10000
+
+
+def free_cluster_port() -> int:
+    """A loopback port that is free, and whose cluster bus port (+10000) is free as well."""
+    for _ in range(200):
+        port = random.randint(20000, 65535 - BUS_OFFSET)
+        if all(_free(p) for p in (port, port + BUS_OFFSET)):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalCluster:
+    def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 2000,
+                 fsync: str = "always") -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="exactsum-cluster-"))
+        self.primaries_n, self.replicas_n = primaries, replicas
+        self.nodes: list[LocalRedis] = []
+        for index in range(primaries * (1 + replicas)):
+            port = free_cluster_port()
+            data = self.root / f"node{index}"
+            data.mkdir()
+            self.nodes.append(LocalRedis(port, data, fsync=fsync, extra_args=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                # A primary whose slots are being failed over should not stop the others.
+                "--cluster-require-full-coverage", "no",
+                "--cluster-replica-validity-factor", "0",
+                # Start a replica's first sync at once (7.0 waits 5 s for more replicas).
+                "--repl-diskless-sync-delay", "0",
+            ]))
+
+    @property
+    def url(self) -> str:
+        """A seed URL: any node will do, the client discovers the rest."""
+        return self.nodes[0].url
+
+    def live_url(self) -> str:
+        """The URL of a node that is running (the seed may be the one a test killed)."""
+        return self.live()[0].url
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0].client()
+        for index in range(self.primaries_n):
+            low = index * SLOTS // self.primaries_n
+            high = (index + 1) * SLOTS // self.primaries_n - 1
+            self.nodes[index].client().execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
+        for node in self.nodes[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: all(self._info(n)["cluster_known_nodes"] == str(len(self.nodes))
+                               for n in self.nodes), deadline, "every node to know the others")
+        for index in range(self.primaries_n):
+            primary_id = self.node_id(self.nodes[index])
+            for r in range(self.replicas_n):
+                replica = self.nodes[self.primaries_n + index * self.replicas_n + r]
+                replica.client().execute_command("CLUSTER", "REPLICATE", primary_id)  # type: ignore[no-untyped-call]
+        self.wait_healthy(deadline - time.monotonic())
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until every live node says the cluster is ok and every primary has its replicas."""
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: all(self._info(n)["cluster_state"] == "ok" for n in self.live()),
+                   deadline, "cluster_state:ok on every node")
+        self._wait(self._replicas_in_sync, deadline, "every primary's replicas to be in sync")
+
+    def live(self) -> list[LocalRedis]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def _replicas_in_sync(self) -> bool:
+        masters = [n for n in self.live() if self._role(n) == "master"]
+        wanted = min(self.replicas_n, len(self.live()) // max(1, len(masters)) - 1)
+        return len(masters) == self.primaries_n and all(
+            self._online_replicas(n) >= wanted for n in masters)
+
+    @staticmethod
+    def _online_replicas(node: LocalRedis) -> int:
+        """Replicas done with their first sync (WAIT counts only those)."""
+        info = node.client().info("replication")
+        return sum(1 for key, value in info.items()
+                   if key.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online")
+
+    def primary_nodes(self) -> list[LocalRedis]:
+        return [n for n in self.live() if self._role(n) == "master"]
+
+    def node_for_port(self, port: int) -> LocalRedis:
+        return next(n for n in self.nodes if n.port == port)
+
+    @staticmethod
+    def node_id(node: LocalRedis) -> str:
+        return str(node.client().execute_command("CLUSTER", "MYID").decode())  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _role(node: LocalRedis) -> str:
+        return str(node.client().info("replication")["role"])
+
+    @staticmethod
+    def _info(node: LocalRedis) -> dict[str, str]:
+        raw = node.client().execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
+
+    @staticmethod
+    def _wait(predicate: object, deadline: float, what: str) -> None:
+        while True:
+            try:
+                if predicate():  # type: ignore[operator]
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"local cluster: timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
