@@ -259,10 +259,15 @@ SnapshotFn = Callable[[redis.Redis, Keys, list[str]], Snapshot]
 
 class Checker(threading.Thread):
     def __init__(self, client: redis.Redis, keys: Keys, run_ids: list[str], *,
-                 interval: float, window: float, snapshot: SnapshotFn = take_snapshot) -> None:
+                 interval: float, window: float, snapshot: SnapshotFn = take_snapshot,
+                 settle: Callable[[], object] | None = None) -> None:
         super().__init__(name="checker", daemon=True)
         self.client, self.keys, self.run_ids = client, keys, run_ids
         self.snapshot = snapshot  # the transport's: take_snapshot, or chaos.rqview's
+        # Over replicas (--redis sentinel): called after each snapshot, raises unless the
+        # replicas have what it saw. A failover may undo writes that were never acknowledged,
+        # so only a snapshot the replicas confirmed may say "this bit was set".
+        self.settle = settle
         self.interval, self.window = interval, window
         self.stopping = threading.Event()
         self.report = CheckerReport()
@@ -281,6 +286,8 @@ class Checker(threading.Thread):
     def sample(self) -> Snapshot | None:
         try:
             snap = self.snapshot(self.client, self.keys, self.run_ids)
+            if self.settle is not None:
+                self.settle()
         except redis.RedisError as exc:
             with self.lock:
                 self.report.failed_samples += 1

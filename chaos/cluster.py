@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from chaos.netns import Link, exec_prefix
+from exactsum.connection import RedisTarget
 from tests.localredis import LocalRedis
+from tests.localsentinel import LocalSentinelGroup
 
 
 @dataclass
@@ -63,9 +65,14 @@ class Slot:
 
 class Cluster:
     def __init__(self, workdir: Path, server: LocalRedis, key_prefix: str,
-                 consumer_args: list[str], links: list[Link], consumers: int) -> None:
+                 consumer_args: list[str], links: list[Link], consumers: int,
+                 sentinel: LocalSentinelGroup | None = None, min_replicas: int = 0) -> None:
         self.workdir = workdir
         self.server = server
+        # --redis sentinel: the services find the primary through these Sentinels, and every
+        # write of theirs waits for min_replicas replicas.
+        self.sentinel = sentinel
+        self.min_replicas = min_replicas
         self.key_prefix = key_prefix
         self.consumer_args = consumer_args
         self.slots = [Slot(i, links[i] if i < len(links) else None) for i in range(consumers)]
@@ -83,7 +90,19 @@ class Cluster:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PRODUCER_", "CONSUMER_", "REDIS_", "KEY_PREFIX"))}
         env.update(REDIS_URL=url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO")
+        if self.sentinel is not None:
+            env.update(REDIS_SENTINELS=self.sentinel.addresses_text,
+                       REDIS_SENTINEL_MASTER=self.sentinel.master,
+                       MIN_REPLICAS=str(self.min_replicas))
         return env
+
+    @property
+    def target(self) -> RedisTarget:
+        """Where the harness' own clients find Redis (the primary, after any failover)."""
+        url = f"redis://127.0.0.1:{self.server.port}/0"
+        if self.sentinel is None:
+            return RedisTarget(url)
+        return RedisTarget(url, self.sentinel.addresses, self.sentinel.master)
 
     def url_for(self, slot: Slot) -> str:
         host = slot.link.redis_addr if slot.link else "127.0.0.1"

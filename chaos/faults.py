@@ -16,6 +16,11 @@ does not replay exactly. Kinds:
 ``partition``  take down the link of the consumer that runs in its own network namespace,
                until its heartbeat lapsed and its claims were reclaimed, then bring it up. It
                must reconnect, have its stale commits fenced, and commit again.
+``failover``  (``--redis sentinel`` only) kill -9 the primary the Sentinels name; they promote a
+               replica, the services follow it; after a while the old primary is started again
+               on its data and Sentinel makes it a replica of the new one. Every commit that
+               the replicas had acknowledged before the kill must still be there. Recovered
+               when commits resume on the new primary; "back" when the old one replicates.
 ``rqworker``   (``--transport rq`` only, :mod:`chaos.rqview`) SIGKILL one RQ worker process of a
                consumer while it runs a job; the service must put the job back and start
                another worker.
@@ -47,13 +52,22 @@ from chaos.cluster import Cluster, Generation, Slot
 from chaos.netns import Namespaces
 from exactsum.connection import make_client
 from exactsum.keys import Keys
+from exactsum.replication import Replication
 
 log = logging.getLogger("chaos.faults")
 
 KINDS = ("sigkill", "sigstop", "redis", "partition", "producer")
 # The RQ transport has one kind more: SIGKILL of one RQ worker process (chaos.rqview).
 RQ_KINDS = (*KINDS, "rqworker")
-WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3, "producer": 1}
+# Over Redis Sentinel (--redis sentinel) a failover replaces the restart of the one Redis; the
+# Sentinels announce loopback addresses, which a consumer in another namespace cannot reach.
+SENTINEL_KINDS = ("sigkill", "sigstop", "producer", "failover")
+ALL_KINDS = (*RQ_KINDS, "failover")
+WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3, "producer": 1,
+           "failover": 2}
+# After a failover the old primary takes up to ~15 s to be made a replica (Sentinel looks at
+# a returning node every 10 s): the next one waits for that.
+FAILOVER_SPACING_S = 25.0
 # What a late returner logs when its commit is refused (exactsum/transport/native/worker.py).
 FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
 RETRY_MARK = "retrying in"
@@ -93,6 +107,9 @@ def schedule(seed: int, duration: float, kinds: list[str], ttl: float) -> list[E
         if kind == "redis":
             at = max(at, redis_free)
             redis_free = at + hold + 2 * ttl + 5
+        elif kind == "failover":
+            at = max(at, redis_free)
+            redis_free = at + hold + FAILOVER_SPACING_S
         if at < duration:
             episodes.append(Episode(len(episodes), round(at, 2), kind, round(hold, 2),
                                     rng.random()))
@@ -177,8 +194,7 @@ class Injector(threading.Thread):
         self.producer_lock = threading.Lock()
         # No hidden retries (make_client): a read during a Redis outage fails and is retried
         # here, where its time is seen.
-        self.client = make_client(f"redis://127.0.0.1:{cluster.server.port}/0",
-                                  socket_timeout=2.0, name="chaos-injector")
+        self.client = make_client(cluster.target, socket_timeout=2.0, name="chaos-injector")
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -265,6 +281,9 @@ class Injector(threading.Thread):
             if kind == "redis":
                 with self.redis_lock:
                     self._redis(outcome)
+            elif kind == "failover":
+                with self.redis_lock:
+                    self._failover(outcome)
             elif kind == "producer":
                 with self.producer_lock:
                     self._producer(outcome)
@@ -450,6 +469,61 @@ class Injector(threading.Thread):
                              for g, n in zip(gens, fenced_before, strict=True))
         outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
 
+    def acknowledged_committed(self) -> int:
+        """The committed count, once the replicas the services wait for have it too: what a
+        failover must not take away (a count read without WAIT may include commits that were
+        never acknowledged to their consumer, which a failover may legitimately undo)."""
+        value = self.committed()
+        Replication(self.cluster.min_replicas).barrier(
+            self.client, self.keys.run(self.run_id).meta, "chaos_checked_ms")
+        return value
+
+    def _failover(self, outcome: Outcome) -> None:
+        group = self.cluster.sentinel
+        assert group is not None
+        gens = [s.current for s in self.cluster.slots]
+        retries_before = [g.count(RETRY_MARK) for g in gens]
+        fenced_before = [g.count(*self.fence_marks) for g in gens]
+        acknowledged = self._read(self.acknowledged_committed, time.monotonic() + 10)
+        victim = group.kill_primary()
+        killed = time.monotonic()
+        outcome.victim = f"primary :{victim.port}"
+        try:
+            new_port = group.wait_promoted(victim.port, timeout=60)
+        except TimeoutError as exc:
+            outcome.failure = str(exc)
+            group.restart(victim)
+            return
+        outcome.notes.append(f"promoted :{new_port} in {time.monotonic() - killed:.1f}s")
+        after = self._read(self.committed, time.monotonic() + 30)
+        if acknowledged is None or after is None:
+            outcome.failure = "could not read the committed counter around the failover"
+        elif after < acknowledged:
+            outcome.failure = (f"committed went back from {acknowledged} to {after}: "
+                               "acknowledged writes were lost")
+        resumed = None
+        if after is not None:
+            resumed = self._poll(lambda: self.committed() > after or after >= self.items,
+                                 60.0, interval=0.01)
+            if resumed is None:
+                outcome.failure = outcome.failure or "commits did not resume within 60 s"
+            elif after < self.items:
+                outcome.recover_s = time.monotonic() - killed
+        time.sleep(outcome.episode.hold)
+        group.restart(victim)
+        try:
+            group.wait_replica(victim, timeout=90)
+            outcome.back_s = time.monotonic() - killed
+        except TimeoutError:
+            outcome.failure = outcome.failure or "the old primary did not become a replica"
+
+        def retried() -> int:
+            return sum(g.count(RETRY_MARK) > n for g, n in zip(gens, retries_before, strict=True))
+
+        outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
+        outcome.fenced = sum(g.count(*self.fence_marks) - n
+                             for g, n in zip(gens, fenced_before, strict=True))
+        outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
     def pushed(self) -> tuple[int, int]:
         """Batches of the run marked pushed, and planned."""
         rk = self.keys.run(self.run_id)

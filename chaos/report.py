@@ -15,6 +15,7 @@ KIND_NAMES = {
     "redis": "redis-server kill -9 + restart",
     "partition": "consumer cut off the network",
     "rqworker": "one RQ worker process SIGKILLed",
+    "failover": "primary kill -9, Sentinel failover",
     "producer": "producer SIGKILL + resume",
 }
 RECOVER_MEANING = {
@@ -23,6 +24,8 @@ RECOVER_MEANING = {
     "redis": "kill -> commits resume; back: restart -> commits resume",
     "partition": "link down -> its claims reclaimed; back: link up -> it commits again",
     "rqworker": "kill -> its jobs back on RQ's queue; back: kill -> a new worker in its place",
+    "failover": "kill -> first commit on the promoted replica; back: kill -> the old primary "
+                "replicates from the new one",
     "producer": "kill -> the same command again pushes the rest",
 }
 
@@ -35,6 +38,7 @@ class ChaosResult:
     batch: int
     consumers: int
     duration_s: float
+    redis: str = "single"  # or "sentinel": a primary, two replicas, three Sentinels
     elapsed_s: float = 0.0
     expected_sum: int = 0
     sum: int = 0
@@ -99,7 +103,9 @@ def result_table(r: ChaosResult) -> str:
         moved = "elements moved back from dead or absent consumers"
         retried, commit = "retry.lua put the batch back on the queue", "commit.lua"
     rows = [
-        ("seed", str(r.seed) + ("" if r.transport == "native" else f" (transport {r.transport})")),
+        ("seed", str(r.seed) + ("" if r.transport == "native" else f" (transport {r.transport})")
+         + (" (Redis Sentinel: a primary, two replicas, three Sentinels)"
+            if r.redis == "sentinel" else "")),
         ("items", f"{r.items:,} in batches of {r.batch}, {r.consumers} consumers"),
         ("sum", f"{r.sum} (expected {r.expected_sum}, computed by the harness from its file)"),
         ("committed", f"{r.committed:,}"),

@@ -32,13 +32,24 @@ import redis
 from chaos import netns as netns_mod
 from chaos.checker import Checker, SnapshotFn, take_snapshot
 from chaos.cluster import Cluster
-from chaos.faults import KINDS, RQ_KINDS, Injector, KindSummary, Outcome, schedule
+from chaos.faults import (
+    ALL_KINDS,
+    KINDS,
+    RQ_KINDS,
+    SENTINEL_KINDS,
+    Injector,
+    KindSummary,
+    Outcome,
+    schedule,
+)
 from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
 from chaos.rqview import RqInjector, take_rq_snapshot
 from exactsum.connection import make_client
 from exactsum.keys import Keys
+from exactsum.replication import Replication
 from tests.localredis import LocalRedis
+from tests.localsentinel import LocalSentinelGroup
 
 log = logging.getLogger("chaos")
 
@@ -54,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=("native", "rq"), default="native",
                    help="the services' transport: the native list, or RQ jobs (docs/chaos.md)")
     p.add_argument("--rq-queue", default="chaos", help="with --transport rq: the RQ queue")
+    p.add_argument("--redis", choices=("single", "sentinel"), default="single",
+                   help="single: one redis-server, killed and restarted by the 'redis' fault; "
+                   "sentinel: a primary, two replicas and three Sentinels, failed over by the "
+                   "'failover' fault (docs/sentinel.md)")
+    p.add_argument("--min-replicas", type=int, default=1,
+                   help="with --redis sentinel: the services' --min-replicas")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the input and of the fault schedule (default: random, printed)")
     p.add_argument("--items", type=int, default=2_000_000, help="items to sum")
@@ -113,7 +130,11 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s chaos %(threadName)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
-    known = RQ_KINDS if args.transport == "rq" else KINDS
+    known: tuple[str, ...] = RQ_KINDS if args.transport == "rq" else KINDS
+    if args.redis == "sentinel":
+        if args.transport == "rq":
+            build_parser().error("--redis sentinel runs the native transport only")
+        known = SENTINEL_KINDS
     kinds = [k.strip() for k in (args.kinds or ",".join(known)).split(",") if k.strip()]
     unknown = set(kinds) - set(known)
     if unknown or not kinds:
@@ -130,6 +151,10 @@ def _main(argv: list[str]) -> int:
     print(f"chaos: seed {seed} (replay: make chaos SEED={seed}, or python -m chaos --seed "
           f"{seed} with the same options)", flush=True)
     disabled: dict[str, str] = {}
+    if args.redis == "sentinel":
+        disabled["redis"] = "--redis sentinel (failovers instead)"
+        disabled["partition"] = ("--redis sentinel (the Sentinels announce loopback "
+                                 "addresses, out of a namespaced consumer's reach)")
     reason = "--no-netns" if args.no_netns else netns_mod.unavailable_reason()
     if "partition" in kinds and reason:
         print(f"chaos: partition faults skipped: {reason}", flush=True)
@@ -189,7 +214,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
              "\n  ".join(e.describe() for e in episodes))
     workdir = Path(tempfile.mkdtemp(prefix=f"exactsum-chaos-{seed}-"))
     result = ChaosResult(seed, args.transport, args.items, args.batch, args.consumers, duration,
-                         disabled=disabled, workdir=str(workdir))
+                         redis=args.redis, disabled=disabled, workdir=str(workdir))
     work_io_ms = args.work_io_ms
     if work_io_ms is None:
         # Paced so that processing takes about the fault window without faults: the
@@ -197,9 +222,18 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         work_io_ms = args.consumers * args.threads * duration * 1000 / args.items
     links = ns.links if ns is not None else []
     bind = " ".join(["127.0.0.1", *(link.redis_addr for link in links)])
-    server = LocalRedis(data_dir=workdir / "redis",
-                        extra_args=["--bind", bind, "--protected-mode", "no"])
-    (workdir / "redis").mkdir()
+    group: LocalSentinelGroup | None = None
+    if args.redis == "sentinel":
+        # Quick failure detection, so that a failover fits in the fault window; a primary
+        # without a replica refuses writes rather than take writes a failover would undo.
+        group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
+                                   failover_timeout_ms=5000, min_replicas_to_write=1,
+                                   work_dir=workdir / "sentinel")
+        server = group.nodes[0]
+    else:
+        server = LocalRedis(data_dir=workdir / "redis",
+                            extra_args=["--bind", bind, "--protected-mode", "no"])
+        (workdir / "redis").mkdir()
     keys = Keys(KEY_PREFIX)
     run_id = f"chaos-{seed}"
     consumer_args = ["--threads", str(args.threads), "--heartbeat-ttl", str(args.ttl),
@@ -218,7 +252,9 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
     snapshot: SnapshotFn = take_snapshot
     if rq:
         snapshot = functools.partial(take_rq_snapshot, queue=args.rq_queue)
-    cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers)
+    min_replicas = args.min_replicas if group is not None else 0
+    cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers,
+                      sentinel=group, min_replicas=min_replicas)
     started = time.monotonic()
     injector: Injector | None = None
     checker: Checker | None = None
@@ -228,13 +264,18 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         result.expected_sum = write_input(input_path, args.items, seed)
         log.info("input: %d items, sum %d, in %s; work %.3f ms per item", args.items,
                  result.expected_sum, input_path, work_io_ms)
-        server.start()
-        client = make_client(f"redis://127.0.0.1:{server.port}/0", socket_timeout=5.0,
-                             name="chaos-checker")
+        if group is not None:
+            group.start()
+        else:
+            server.start()
+        client = make_client(cluster.target, socket_timeout=5.0, name="chaos-checker")
         for slot in cluster.slots:
             cluster.start_consumer(slot)
         checker = Checker(client, keys, [run_id], interval=args.check_interval,
-                          window=args.ttl + args.reclaim_interval + 3.0, snapshot=snapshot)
+                          window=args.ttl + args.reclaim_interval + 3.0, snapshot=snapshot,
+                          settle=functools.partial(Replication(min_replicas).barrier, client,
+                                                   keys.run(run_id).meta, "chaos_checked_ms")
+                          if min_replicas else None)
         checker.start()
         producer = cluster.start_producer([
             "--input", str(input_path), "--batch", str(args.batch), "--max-queue",
@@ -277,7 +318,11 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         if checker is not None:
             checker.stopping.set()
         cluster.kill_all()
-        server.stop()
+        if group is not None:
+            group.kill_all()
+            group.close()
+        else:
+            server.stop()
     text = render(result, outcomes)
     print(text, flush=True)
     (workdir / "report.md").write_text(text + "\n")
@@ -359,7 +404,7 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     for o in outcomes:
         if o.failure:
             fail(f"fault #{o.episode.index} {o.episode.kind}: {o.failure}")
-    result.kinds = [KindSummary.of(k, outcomes) for k in RQ_KINDS if k in kinds]
+    result.kinds = [KindSummary.of(k, outcomes) for k in ALL_KINDS if k in kinds]
     for k in result.kinds:
         if k.landed == 0:
             fail(f"no {k.kind} fault landed ({k.injected} injected, {k.skipped} skipped)")

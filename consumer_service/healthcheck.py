@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import redis
 
-from exactsum.connection import make_client
+from exactsum.cluster import connect
 from exactsum.keys import Keys
-from exactsum.options import EnvParser
+from exactsum.options import EnvParser, redis_target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"unhealthy: no consumer id in {args.id_file}: {exc.strerror}", file=sys.stderr)
         return 1
-    client = make_client(args.redis_url, socket_timeout=2.0)
+    client = connect(redis_target(args), socket_timeout=2.0)
     try:
         alive = client.exists(Keys(args.key_prefix).heartbeat(consumer_id))
     except redis.RedisError as exc:

@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 import uuid
-from functools import partial
 
 import redis
 
@@ -49,15 +48,13 @@ class ConsumerService:
         self.consumer_id = consumer_id or new_consumer_id()
         self.keys = Keys(settings.key_prefix)
         self.wake = threading.Event()  # a signal or the pool's fatal error
-        url, timeout = settings.redis_url, settings.socket_timeout
-        cluster = settings.redis_cluster
-        make_client = partial(connect, redis_cluster=cluster)
-        self.directory = PartitionDirectory(self.keys, cluster=bool(cluster))
-        self.control = make_client(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
+        # Where Redis is: one primary at a URL, the one the Sentinels name, or a cluster.
+        url, timeout = settings.redis, settings.socket_timeout
+        self.directory = PartitionDirectory(self.keys, cluster=bool(url.cluster))
+        self.control = connect(url, socket_timeout=timeout, name=f"{self.consumer_id}-ctl")
         self.scripts = register_scripts(self.control, min_replicas=settings.min_replicas,
                                         replica_timeout=settings.replica_timeout)
-        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads,
-                                        redis_cluster=cluster)
+        self.metrics = (ConsumerMetrics(self.consumer_id, self.keys, url, settings.threads)
                         if settings.metrics_port else None)
         events: ConsumerEvents = self.metrics or NO_CONSUMER_EVENTS
         # On a Redis Cluster the heartbeat finds the partitions and the pool's workers claim
@@ -66,8 +63,8 @@ class ConsumerService:
             settings, self.consumer_id, self.keys, self.scripts, events, on_fatal=self.wake.set,
             directory=self.directory,
         ))
-        beat_client = make_client(url, socket_timeout=min(timeout, settings.heartbeat_interval),
-                                  name=f"{self.consumer_id}-hb")
+        beat_client = connect(url, socket_timeout=min(timeout, settings.heartbeat_interval),
+                              name=f"{self.consumer_id}-hb")
         self.heartbeat = Heartbeat(
             beat_client, self.keys, self.consumer_id, ttl=settings.heartbeat_ttl,
             threads=settings.threads, committed=lambda: self.pool.committed(beat_client),
@@ -82,8 +79,8 @@ class ConsumerService:
             retrying(self.heartbeat.beat, "first heartbeat", log, stop=stop)
         except RetryAborted:
             return 0
-        log.info("consumer %s: %s, heartbeat TTL %.1fs", self.consumer_id, self.pool.describe(),
-                 self.settings.heartbeat_ttl)
+        log.info("consumer %s: %s, heartbeat TTL %.1fs, on %s", self.consumer_id,
+                 self.pool.describe(), self.settings.heartbeat_ttl, self.settings.redis.describe())
         if self.settings.id_file:
             with open(self.settings.id_file, "w", encoding="utf-8") as out:
                 out.write(self.consumer_id + "\n")

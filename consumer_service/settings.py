@@ -6,17 +6,21 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exactsum.connection import RedisTarget
 from exactsum.options import (
     EnvParser,
     non_negative_float,
     positive_float,
     positive_int,
 )
+from exactsum.replication import Replication
 
 
 @dataclass(frozen=True)
 class ConsumerSettings:
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
     redis_cluster: str
     min_replicas: int
     replica_timeout: float
@@ -42,14 +46,24 @@ class ConsumerSettings:
     rq_queue: str
 
     @property
+    def redis(self) -> RedisTarget:
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master,
+                           self.redis_cluster)
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.min_replicas, self.replica_timeout)
+
+    @property
     def heartbeat_interval(self) -> float:
         """Three refreshes per TTL: one late refresh does not let the heartbeat lapse."""
         return self.heartbeat_ttl / 3
 
     @property
     def socket_timeout(self) -> float:
-        """Longer than the blocking claim, or redis-py would time out a healthy connection."""
-        return self.block_timeout + 2.0
+        """Longer than the blocking claim (and the WAIT after it), or redis-py would time out a
+        healthy connection."""
+        return self.block_timeout + 2.0 + (self.replica_timeout if self.min_replicas else 0.0)
 
 
 def build_parser() -> EnvParser:

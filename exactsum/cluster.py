@@ -5,7 +5,10 @@ so that every script touches the keys of one slot only; the partitions' tags are
 they spread evenly over the primaries. A script is sent to the primary that owns its slot, and
 with ``--min-replicas N`` it is followed on the same connection by ``WAIT N timeout``: a write
 that fewer than N replicas acknowledged counts as not acknowledged, and the caller's
-:func:`exactsum.connection.retrying` sends it again (every script is safe to re-send).
+:func:`exactsum.connection.retrying` sends it again (every script is safe to re-send). The WAIT and
+its verdict are :meth:`exactsum.replication.Replication.execute`, the same as on a single primary
+and under Sentinel (:class:`exactsum.replication.AcknowledgedScript`): :func:`connect` and
+:func:`register_scripts` are the one seam where the three topologies part.
 
 The cluster client fails fast like the single-Redis one (``Retry(..., 0)``): redirections
 (MOVED, ASK) are followed by redis-py, but connection errors, CLUSTERDOWN and TRYAGAIN come back
@@ -28,8 +31,9 @@ from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from exactsum.connection import credentials_from_env, make_client, retrying
+from exactsum.connection import RedisTarget, credentials_from_env, make_client, retrying
 from exactsum.keys import Keys
+from exactsum.replication import AcknowledgedScript, Replication
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("exactsum.cluster")
@@ -39,11 +43,6 @@ log = logging.getLogger("exactsum.cluster")
 PARTITIONS_PER_PRIMARY = 2
 # How long a service keeps trying to read the cluster's slot map at start.
 DISCOVERY_S = 60.0
-
-
-class NotAcknowledged(redis.ConnectionError):
-    """Fewer replicas than ``--min-replicas`` confirmed a write in time: treat the write as not
-    done (it is a ConnectionError so that :func:`retrying` sends it again)."""
 
 
 class SlotMoved(redis.ConnectionError):
@@ -78,25 +77,32 @@ def make_cluster_client(url: str, *, socket_timeout: float,
     return cast(redis.Redis, client)
 
 
-def connect(url: str, redis_cluster: str, *, socket_timeout: float,
+def connect(target: RedisTarget | str, *, socket_timeout: float,
             name: str | None = None) -> redis.Redis:
-    """The client the options ask for: ``redis_cluster`` is "" (one Redis at ``url``), "1" (a
-    cluster that ``url`` is a node of) or a node's URL (see ``--redis-cluster``)."""
-    if redis_cluster:
-        seed = url if redis_cluster == "1" else redis_cluster
+    """The client the options ask for (:func:`exactsum.options.redis_target`): a cluster client
+    when ``target.cluster`` is "1" (the URL is a node of one) or a node's URL; otherwise one
+    primary, at the URL or wherever the Sentinels say it is (:func:`make_client`)."""
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    if target.cluster:
+        seed = target.url if target.cluster == "1" else target.cluster
         return make_cluster_client(seed, socket_timeout=socket_timeout, name=name)
-    return make_client(url, socket_timeout=socket_timeout, name=name)
+    return make_client(target, socket_timeout=socket_timeout, name=name)
 
 
 def register_scripts(client: redis.Redis, *, min_replicas: int = 0,
-                     replica_timeout: float = 1.0) -> Scripts:
-    """The scripts for ``client``: on a cluster each is sent to its slot's primary and, with
-    ``min_replicas``, acknowledged by that many replicas."""
-    if not isinstance(client, RedisCluster):
-        return Scripts.register(client)
-    cluster = client
-    return Scripts.register(client, lambda source: AckedScript(
-        cluster, source, min_replicas=min_replicas, replica_timeout=replica_timeout))
+                     replica_timeout: float = Replication().timeout_s) -> Scripts:
+    """The scripts for ``client``, each call acknowledged by ``min_replicas`` replicas: on a
+    cluster sent to its slot's primary and WAITed for there (:class:`AckedScript`), on one
+    primary WAITed for on the same connection (:class:`AcknowledgedScript`)."""
+    replication = Replication(min_replicas, replica_timeout)
+    if isinstance(client, RedisCluster):
+        cluster = client
+        return Scripts.register(client, lambda source: AckedScript(cluster, source, replication))
+    if replication.enabled:
+        return Scripts.register(client, lambda source: AcknowledgedScript(
+            client, source, replication))
+    return Scripts.register(client)
 
 
 def is_cluster(client: object) -> bool:
@@ -155,12 +161,10 @@ class AckedScript(Script):
     one slot: a script that would touch two slots is refused here, before Redis sees it.
     """
 
-    def __init__(self, cluster: RedisCluster, source: str, *, min_replicas: int,
-                 replica_timeout: float) -> None:
+    def __init__(self, cluster: RedisCluster, source: str, replication: Replication) -> None:
         super().__init__(cluster, source)
         self.cluster = cluster
-        self.min_replicas = min_replicas
-        self.timeout_ms = max(1, int(replica_timeout * 1000))
+        self.replication = replication
 
     def __call__(self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None,
                  client: Any = None) -> Any:
@@ -180,23 +184,16 @@ class AckedScript(Script):
         except (redis.exceptions.AskError, redis.exceptions.ClusterError) as exc:
             self._refresh()
             raise SlotMoved(f"{type(exc).__name__}: {exc}") from exc
-        except NotAcknowledged:
-            raise
         except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError):
             self._refresh()
             raise
 
     def _send(self, conn: redis.Redis, keys: list[Any], args: list[Any]) -> Any:
-        if not self.min_replicas:
+        if not self.replication.enabled:
             return conn.evalsha(self.sha, len(keys), *keys, *args)
         pipe = conn.pipeline(transaction=False)
         pipe.evalsha(self.sha, len(keys), *keys, *args)
-        pipe.wait(self.min_replicas, self.timeout_ms)
-        reply, acked = pipe.execute()
-        if int(acked) < self.min_replicas:
-            raise NotAcknowledged(f"{acked} of {self.min_replicas} replicas acknowledged the "
-                                  f"write within {self.timeout_ms} ms")
-        return reply
+        return self.replication.execute(pipe)[0]
 
     def _refresh(self) -> None:
         """Re-read the slot map, so that the retry goes to whoever owns the slot now."""

@@ -5,6 +5,11 @@ switched off and :func:`retrying` does them instead, so that each attempt is log
 exponential backoff and jitter, and so that the caller knows a reply may have been lost and can
 re-synchronise (a consumer re-reads its in-flight list, for example). Every write the services
 make is safe to send twice, which is what makes retrying safe at all.
+
+Where Redis is comes from :class:`RedisTarget` (``--redis-url``; or ``--redis-sentinels`` and
+``--redis-sentinel-master`` for a primary that Redis Sentinel fails over; or ``--redis-cluster``).
+:func:`exactsum.cluster.connect` is the one place that turns it into a client: a cluster client,
+or :func:`make_client` for one primary, found by URL or through the Sentinels.
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from exactsum.replication import NotAcknowledged
 
 T = TypeVar("T")
 
@@ -28,12 +38,18 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.TimeoutError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ReadOnlyError,
+    # WAIT counted too few replicas (exactsum.replication): the write may be lost in a failover,
+    # so it is sent again, as after a lost reply.
+    NotAcknowledged,
     # Redis Cluster: the cluster is down for a slot, or no node is reachable yet (a failover
     # under way); the slot map is refreshed on the next command.
     redis.exceptions.ClusterError,
     redis.exceptions.SlotNotCoveredError,
     redis.exceptions.RedisClusterUnreachableError,
 )
+# Error replies that mean "not now" rather than "never": a primary with min-replicas-to-write
+# that has too few replicas (cut off, or during a failover), and a replica that lost its primary.
+TRANSIENT_REPLY_PREFIXES = ("NOREPLICAS", "MASTERDOWN")
 
 
 class RetryAborted(Exception):
@@ -72,19 +88,92 @@ def credentials_from_env() -> dict[str, str]:
     return found
 
 
-def make_client(url: str, *, socket_timeout: float, name: str | None = None) -> redis.Redis:
-    """A client whose commands fail fast instead of being re-sent behind our back."""
-    client: redis.Redis = redis.Redis.from_url(
-        url,
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where Redis is: a URL, a set of Sentinels that name the primary, or a Redis Cluster.
+
+    With ``sentinels``, the URL's host and port are not used; its scheme (``rediss://`` for
+    TLS, with its ``ssl_*`` parameters), database and credentials still are, for the primary
+    and for the Sentinels alike. ``cluster`` is ``--redis-cluster``: "" (no cluster), "1" (the
+    URL is a node of one) or a node's URL.
+    """
+
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cluster and self.sentinels:
+            raise ValueError("--redis-cluster and --redis-sentinels exclude each other (a "
+                             "cluster fails over by itself)")
+
+    def describe(self) -> str:
+        if self.sentinels:
+            where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"primary {self.sentinel_master!r} of the Sentinels {where}"
+        if self.cluster:
+            return f"the Redis Cluster of {self.url if self.cluster == '1' else self.cluster}"
+        return self.url
+
+
+def make_client(target: RedisTarget | str, *, socket_timeout: float,
+                name: str | None = None) -> redis.Redis:
+    """A client whose commands fail fast instead of being re-sent behind our back.
+
+    With Sentinels it is redis-py's ``Sentinel(...).master_for(...)``: each new connection asks
+    the Sentinels where the primary is, and a connection that meets a demoted primary (READONLY)
+    or a dead one is dropped with a ConnectionError, which :func:`retrying` retries; its next
+    connection asks the Sentinels again.
+    """
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    if target.cluster:
+        raise ValueError("make_client serves one primary; exactsum.cluster.connect a cluster")
+    options: dict[str, Any] = {
         **credentials_from_env(),
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
-        health_check_interval=0,
-        retry=Retry(ExponentialWithJitterBackoff(), 0),
-        client_name=name,
-    )
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "socket_keepalive": True,
+        "health_check_interval": 0,
+        "retry": Retry(ExponentialWithJitterBackoff(), 0),
+        "client_name": name,
+    }
+    if target.sentinels:
+        return _sentinel_client(target, options)
+    client: redis.Redis = redis.Redis.from_url(target.url, **options)
     return client
+
+
+def _sentinel_client(target: RedisTarget, options: dict[str, Any]) -> redis.Redis:
+    from_url: dict[str, Any] = parse_url(target.url)  # type: ignore[no-untyped-call]
+    from_url.pop("host", None)
+    from_url.pop("port", None)
+    if from_url.pop("connection_class", None) is SSLConnection:
+        from_url["ssl"] = True
+    # The URL's credentials and TLS settings, then the environment's credentials over them.
+    node_options = {**from_url, **options}
+    # The Sentinels speak TLS when the nodes do; they have credentials of their own, if any
+    # (Sentinel's requirepass and users are not the nodes').
+    sentinel_options = {k: v for k, v in node_options.items()
+                        if k.startswith(("socket_", "ssl"))}
+    if os.environ.get("REDIS_SENTINEL_USERNAME"):
+        sentinel_options["username"] = os.environ["REDIS_SENTINEL_USERNAME"]
+    if os.environ.get("REDIS_SENTINEL_PASSWORD"):
+        sentinel_options["password"] = os.environ["REDIS_SENTINEL_PASSWORD"]
+    # A Sentinel that does not answer is skipped at once by redis-py; no re-sends there either.
+    sentinel_options["retry"] = Retry(ExponentialWithJitterBackoff(), 0)
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options, **node_options)
+    client: redis.Redis = manager.master_for(target.sentinel_master)
+    return client
+
+
+def transient_reply(exc: redis.ResponseError) -> bool:
+    """An error reply that means "not now" (:data:`TRANSIENT_REPLY_PREFIXES`), also when
+    redis-py has prefixed it with the pipeline command it answered."""
+    text = str(exc)
+    _, marker, reply = text.partition("of pipeline caused error: ")
+    return (reply if marker else text).startswith(TRANSIENT_REPLY_PREFIXES)
 
 
 def retrying(
@@ -112,22 +201,27 @@ def retrying(
         except TRANSIENT_ERRORS as exc:
             if isinstance(exc, redis.AuthenticationError):
                 raise  # wrong credentials do not get better by waiting
-            attempt += 1
-            delay = backoff.compute(attempt)
-            log.warning(
-                "redis: %s failed (%s: %s); attempt %d, retrying in %.2fs",
-                what,
-                type(exc).__name__,
-                exc,
-                attempt,
-                delay,
-            )
-            if on_error is not None:
-                on_error()
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise RetryAborted(f"{what}: deadline passed after {attempt} attempts") from exc
-            if stop is not None:
-                if stop.wait(delay):
-                    raise RetryAborted(f"{what}: stopped after {attempt} attempts") from exc
-            else:
-                time.sleep(delay)
+            failed: Exception = exc
+        except redis.ResponseError as exc:
+            if not transient_reply(exc):
+                raise
+            failed = exc
+        attempt += 1
+        delay = backoff.compute(attempt)
+        log.warning(
+            "redis: %s failed (%s: %s); attempt %d, retrying in %.2fs",
+            what,
+            type(failed).__name__,
+            failed,
+            attempt,
+            delay,
+        )
+        if on_error is not None:
+            on_error()
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise RetryAborted(f"{what}: deadline passed after {attempt} attempts") from failed
+        if stop is not None:
+            if stop.wait(delay):
+                raise RetryAborted(f"{what}: stopped after {attempt} attempts") from failed
+        else:
+            time.sleep(delay)

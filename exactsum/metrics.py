@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exactsum.cluster import connect, is_cluster
+from exactsum.connection import RedisTarget
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import Batch, element_items
@@ -161,8 +162,8 @@ class _Served:
 
 
 class ConsumerMetrics(_Served, ConsumerEvents):
-    def __init__(self, consumer_id: str, keys: Keys, redis_url: str, threads: int,
-                 keep_runs: int = KEEP_RUNS, redis_cluster: str = "") -> None:
+    def __init__(self, consumer_id: str, keys: Keys, redis_url: RedisTarget | str, threads: int,
+                 keep_runs: int = KEEP_RUNS) -> None:
         self.consumer_id = consumer_id
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
@@ -197,7 +198,7 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         self._claim_hist = self.claim_to_commit.labels(consumer_id)
         self._push_hist = self.push_to_commit.labels(consumer_id)
         self.runs = RunSeries(keep_runs, [self.committed, self.dead], consumer_id)
-        client = connect(redis_url, redis_cluster, socket_timeout=2.0,
+        client = connect(redis_url, socket_timeout=2.0,
                          name=f"{consumer_id}-metrics")
         reg.register(RedisGauges(client, keys, consumer_id, threads))
 
@@ -223,8 +224,8 @@ class ConsumerMetrics(_Served, ConsumerEvents):
 
 
 class ProducerMetrics(_Served, ProducerEvents):
-    def __init__(self, keys: Keys, redis_url: str, keep_runs: int = KEEP_RUNS,
-                 redis_cluster: str = "") -> None:
+    def __init__(self, keys: Keys, redis_url: RedisTarget | str,
+                 keep_runs: int = KEEP_RUNS) -> None:
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
         self.items = Counter("items_produced", "Items stored on the queue (each pushed once)",
@@ -234,7 +235,7 @@ class ProducerMetrics(_Served, ProducerEvents):
         self.waits = Counter("push_waits", "Pushes that found the queue full and waited "
                              "(backpressure)", ["run"], namespace=NAMESPACE, registry=reg)
         self.runs = RunSeries(keep_runs, [self.items, self.batches, self.waits])
-        client = connect(redis_url, redis_cluster, socket_timeout=2.0, name="producer-metrics")
+        client = connect(redis_url, socket_timeout=2.0, name="producer-metrics")
         reg.register(RedisGauges(client, keys))
 
     def start_run(self, run_id: str) -> None:

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from exactsum import transport
+from exactsum.connection import RedisTarget
 from exactsum.keys import Keys
+from exactsum.replication import Replication
 from exactsum.transport import get as transport_named
 
 
@@ -88,6 +90,28 @@ def key_prefix(text: str) -> str:
     return text
 
 
+def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port,...``: the Sentinels to ask where the primary is."""
+    found: list[tuple[str, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        host, sep, port_text = part.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not host:port (a Sentinel's address, e.g. sentinel-1:26379)")
+        found.append((host.strip("[]"), int(port_text)))
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} names no Sentinel (host:port,...)")
+    return tuple(found)
+
+
+def redis_target(args: argparse.Namespace) -> RedisTarget:
+    """Where Redis is, from the common options (:meth:`EnvParser.add_common_options`)."""
+    return RedisTarget(args.redis_url, args.redis_sentinels or (), args.redis_sentinel_master,
+                       args.redis_cluster)
+
+
 def rq_queue_name(text: str) -> str:
     if not text or any(c in text for c in ":,") or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(
@@ -140,6 +164,16 @@ class EnvParser(argparse.ArgumentParser):
             "from REDIS_USERNAME and REDIS_PASSWORD_FILE or REDIS_PASSWORD, or the URL",
         )
         self.add_env_option(
+            "--redis-sentinels", env="REDIS_SENTINELS", default=None, type=sentinel_addresses,
+            help="host:port,... of Redis Sentinels: ask them where the primary is, and follow "
+            "it after a failover (the --redis-url's host and port are then not used; its "
+            "scheme, database and credentials are)",
+        )
+        self.add_env_option(
+            "--redis-sentinel-master", env="REDIS_SENTINEL_MASTER", default="mymaster",
+            help="the name the Sentinels monitor the primary under (with --redis-sentinels)",
+        )
+        self.add_env_option(
             "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
             help="prefix of every Redis key",
         )
@@ -163,10 +197,13 @@ class EnvParser(argparse.ArgumentParser):
         self.add_env_option(
             "--min-replicas", env="MIN_REPLICAS", default=0, type=non_negative_int,
             help="a write counts only once this many replicas acknowledged it (WAIT after each "
-            "script); otherwise it is sent again",
+            "write, on a single primary, under Sentinel and on each cluster node); not "
+            "acknowledged, it is sent again, so a failover loses no write a service was told "
+            "had succeeded (docs/sentinel.md, docs/cluster.md); 0: no WAIT",
         )
         self.add_env_option(
-            "--replica-timeout", env="REPLICA_TIMEOUT", default=1.0, type=positive_float,
+            "--replica-timeout", env="REPLICA_TIMEOUT", default=Replication().timeout_s,
+            type=positive_float,
             help="seconds to wait for --min-replicas replicas before sending the write again",
         )
 

@@ -31,7 +31,7 @@ import redis
 from exactsum import transport
 from exactsum.cluster import connect, register_scripts
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, non_negative_int
+from exactsum.options import EnvParser, non_negative_int, redis_target
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import (
     INCOMPLETE_STATES,
@@ -89,7 +89,7 @@ def _describe(index: int, raw: bytes) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
-    client = connect(args.redis_url, args.redis_cluster, socket_timeout=10.0)
+    client = connect(redis_target(args), socket_timeout=10.0)
     if args.topic in ("audit", "status"):
         run_id = args.run or args.run_id
         if not run_id:

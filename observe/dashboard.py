@@ -30,7 +30,7 @@ from starlette.routing import Route
 from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.logs import setup_logging
-from exactsum.options import EnvParser, port, positive_float, positive_int
+from exactsum.options import EnvParser, port, positive_float, positive_int, redis_target
 from exactsum.signals import stop_on_signals
 from observe.snapshot import Snapshot, take
 
@@ -170,7 +170,7 @@ def build_parser() -> EnvParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format, service="dashboard", identity="-")
-    client = connect(args.redis_url, args.redis_cluster, socket_timeout=5.0, name="dashboard")
+    client = connect(redis_target(args), socket_timeout=5.0, name="dashboard")
     poller = Poller(client, Keys(args.key_prefix), runs=args.runs, interval=args.interval)
     poller.start()
     log.info("dashboard on http://%s:%d/", args.host, args.port)

@@ -28,7 +28,7 @@ from rich.text import Text
 from exactsum.cluster import connect
 from exactsum.connection import CredentialsError, RetryAborted
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, positive_float, positive_int
+from exactsum.options import EnvParser, positive_float, positive_int, redis_target
 from observe.snapshot import ConsumerView, RunView, Snapshot, take
 
 TABLE: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "title_justify": "left",
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keys = Keys(args.key_prefix)
     try:
-        client = connect(args.redis_url, args.redis_cluster, socket_timeout=5.0, name="status")
+        client = connect(redis_target(args), socket_timeout=5.0, name="status")
         snap = take(client, keys, args.runs)
     except (CredentialsError, redis.RedisError, RetryAborted) as exc:
         sys.stderr.write(f"status: error: {type(exc).__name__}: {exc}\n")

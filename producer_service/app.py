@@ -26,7 +26,9 @@ from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.runs import (
+    Attempt,
     ProducerFenced,
     RunPlan,
     RunRefused,
@@ -70,10 +72,13 @@ def run(settings: ProducerSettings, stop: threading.Event,
     transport = transports.get(settings.transport)
     set_context(run=run_id)
     plan = RunPlan(run_id, source.items or 0, settings.batch)
-    client = connect(settings.redis_url, settings.redis_cluster, socket_timeout=10.0,
-                     name=f"producer-{run_id}")
+    client = connect(settings.redis, socket_timeout=10.0, name=f"producer-{run_id}")
+    # The scripts are acknowledged by --min-replicas replicas (exactsum.cluster.register_scripts);
+    # the run's meta writes, on one primary, by a barrier after them. (On a cluster the meta has
+    # a copy per partition, on several primaries: no one connection's WAIT covers them.)
     scripts = register_scripts(client, min_replicas=settings.min_replicas,
                                replica_timeout=settings.replica_timeout)
+    replication = NO_REPLICATION if settings.redis_cluster else settings.replication
     # A new run's partitions on a Redis Cluster; a resumed run keeps those its meta records.
     tags = (choose_tags(client, settings.partitions or default_partitions(client))
             if settings.redis_cluster else None)
@@ -82,17 +87,20 @@ def run(settings: ProducerSettings, stop: threading.Event,
     producer_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     metrics = None
     if settings.metrics_port:
-        metrics = ProducerMetrics(keys, settings.redis_url, redis_cluster=settings.redis_cluster)
+        metrics = ProducerMetrics(keys, settings.redis)
         metrics.start_run(run_id)
         metrics.serve(settings.metrics_addr, settings.metrics_port)
 
     try:
-        attempt = retrying(
-            lambda: open_run(client, keys, plan, producer_name, source.fingerprint(),
-                             transport=settings.transport, not_resumable=source.not_resumable,
-                             tags=tags,
-                             **transport.run_meta(settings)),
-            "start or resume the run", log, stop=stop, deadline=deadline)
+        def start() -> Attempt:
+            opened = open_run(client, keys, plan, producer_name, source.fingerprint(),
+                              transport=settings.transport, not_resumable=source.not_resumable,
+                              tags=tags, **transport.run_meta(settings))
+            # A run whose meta a failover lost would have its batches dead-lettered as foreign.
+            replication.barrier(client, keys.run(run_id).meta)
+            return opened
+
+        attempt = retrying(start, "start or resume the run", log, stop=stop, deadline=deadline)
     except RunRefused as exc:
         log.error("%s", exc)
         sys.stderr.write(f"producer: error: {exc}\n")
@@ -116,8 +124,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
                     events=metrics or NO_PRODUCER_EVENTS, streaming=streaming,
                     partitions=max(1, len(attempt.partitions)))
     progress = ProgressReporter(
-        connect(settings.redis_url, settings.redis_cluster, socket_timeout=5.0,
-                name=f"producer-{run_id}-progress"),
+        connect(settings.redis, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, lambda: source.items, lambda: before.items + pusher.pushed_items,
         interval=settings.progress_interval,
         queue_key=transport.queue_key(keys, settings.rq_queue),
@@ -131,13 +138,17 @@ def run(settings: ProducerSettings, stop: threading.Event,
             plan = RunPlan(run_id, source.read, settings.batch)
         complete = source.items is not None and before.items + pusher.pushed_items == plan.items
         if complete:
-            retrying(lambda: set_state_fenced(client, keys, run_id, attempt.epoch, "pushed",
-                                              expected_sum=str(source.expected_sum),
-                                              items=plan.items, batches=plan.batches),
-                     "mark pushed", log, stop=halt, deadline=deadline)
+            def mark_pushed() -> None:
+                set_state_fenced(client, keys, run_id, attempt.epoch, "pushed",
+                                 expected_sum=str(source.expected_sum),
+                                 items=plan.items, batches=plan.batches)
+                # The expected sum must survive a failover, or the audit has nothing to check.
+                replication.barrier(client, keys.run(run_id).meta)
+
+            retrying(mark_pushed, "mark pushed", log, stop=halt, deadline=deadline)
             log.info("run %s: all %d items pushed; waiting for the consumers", run_id,
                      plan.items)
-            timed_out = not _wait_for_consumers(client, keys, plan, halt, deadline)
+            timed_out = not _wait_for_consumers(client, keys, plan, halt, deadline, replication)
         else:
             timed_out = True
     except ProducerFenced as exc:
@@ -248,18 +259,28 @@ def _bit(bitmap: bytes, seq: int) -> bool:
 
 
 def _wait_for_consumers(
-    client: redis.Redis, keys: Keys, plan: RunPlan, stop: threading.Event, deadline: float
+    client: redis.Redis, keys: Keys, plan: RunPlan, stop: threading.Event, deadline: float,
+    replication: Replication = NO_REPLICATION,
 ) -> bool:
     """Poll until every item is committed or dead-lettered. False on timeout or stop."""
     pause = 0.005
+
+    def resolved() -> int:
+        found = read_progress(client, keys, plan.run_id).resolved
+        if found >= plan.items and replication.enabled:
+            # The commits just read must be on the replicas before the audit reads them: a
+            # failover in between would otherwise make a finished run look short.
+            replication.barrier(client, keys.run(plan.run_id).meta)
+            found = read_progress(client, keys, plan.run_id).resolved
+        return found
+
     while True:
-        progress = retrying(lambda: read_progress(client, keys, plan.run_id), "read progress",
-                            log, stop=stop, deadline=deadline)
-        if progress.resolved >= plan.items:
+        done = retrying(resolved, "read progress", log, stop=stop, deadline=deadline)
+        if done >= plan.items:
             return True
         if time.monotonic() >= deadline:
-            log.error("run %s: timed out with %d of %d items resolved", plan.run_id,
-                      progress.resolved, plan.items)
+            log.error("run %s: timed out with %d of %d items resolved", plan.run_id, done,
+                      plan.items)
             return False
         if stop.wait(pause):
             return False

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exactsum.connection import RedisTarget
 from exactsum.options import (
     EnvParser,
     int_value,
@@ -15,6 +16,7 @@ from exactsum.options import (
     positive_int,
 )
 from exactsum.protocol import RUN_ID_RE
+from exactsum.replication import Replication
 
 
 def run_id(text: str) -> str:
@@ -26,6 +28,8 @@ def run_id(text: str) -> str:
 @dataclass(frozen=True)
 class ProducerSettings:
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
     redis_cluster: str
     min_replicas: int
     replica_timeout: float
@@ -55,6 +59,15 @@ class ProducerSettings:
     rq_retries: int
     rq_result_ttl: int
     validate_only: bool
+
+    @property
+    def redis(self) -> RedisTarget:
+        return RedisTarget(self.redis_url, self.redis_sentinels or (), self.redis_sentinel_master,
+                           self.redis_cluster)
+
+    @property
+    def replication(self) -> Replication:
+        return Replication(self.min_replicas, self.replica_timeout)
 
 
 def build_parser() -> EnvParser:

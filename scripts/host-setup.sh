@@ -29,6 +29,8 @@ missing_packages() {
     [ "$target" != run ] || return 0
     command -v openssl >/dev/null || packages+=(openssl)             # the TLS test's certificate
     command -v ip >/dev/null || packages+=(iproute2)                 # the chaos run's namespaces
+    # The failover tests and chaos --redis sentinel.
+    command -v redis-sentinel >/dev/null || packages+=(redis-sentinel)
     # The dashboard's browser test drives Debian's Chromium with Playwright (never a browser that
     # Playwright downloads); under CI=true it fails when /usr/bin/chromium is missing.
     [ -x /usr/bin/chromium ] || packages+=(chromium)

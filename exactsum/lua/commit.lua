@@ -22,6 +22,10 @@
 --       the batch is not counted yet; nothing is written, whoever holds it now will count it
 --  -2   the run is unknown (no meta); nothing is written, the caller dead-letters the element
 --  -3   the sum would leave signed 64 bits; nothing is written, the caller dead-letters it
+-- Any other error of that INCRBY (NOREPLICAS from a primary with min-replicas-to-write and too
+-- few replicas, OOM) is the script's error reply: it is refused for a while, not for ever, and
+-- the caller retries the whole call, which is safe (the batches counted before it in this call
+-- are found counted). In practice it is the script's first write, so nothing is written at all.
 --
 -- Each batch is judged on its own, in order, exactly as if it were committed by a call of its
 -- own; several per call only save round trips (and fsyncs) when batches are small. Order matters
@@ -59,6 +63,9 @@ for i = 2, #ARGV, 4 do
         else
             local added = redis.pcall('INCRBY', KEYS[4], ARGV[i + 3])
             if type(added) == 'table' and added.err then
+                if not string.find(added.err, 'overflow', 1, true) then
+                    return redis.error_reply(added.err)
+                end
                 status = -3
             else
                 redis.call('SETBIT', KEYS[3], seq, 1)

@@ -26,6 +26,9 @@
 --      nothing is written, the execution that holds the new lease counts it
 --  -2  the run is unknown (no meta); nothing is written
 --  -3  the sum would leave signed 64 bits; nothing is written
+-- Any other error of the INCRBY (NOREPLICAS from a primary short of replicas, OOM) is returned
+-- as the script's error, with nothing written (on this path the INCRBY is the first write):
+-- it is refused for a while, not for ever, and the caller retries.
 -- Checks first, then INCRBY on the sum (the only write that can fail), then the rest.
 if redis.call('GETBIT', KEYS[2], ARGV[2]) == 1 then
     redis.call('INCR', KEYS[6])
@@ -40,6 +43,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local added = redis.pcall('INCRBY', KEYS[3], ARGV[4])
 if type(added) == 'table' and added.err then
+    if not string.find(added.err, 'overflow', 1, true) then
+        return redis.error_reply(added.err)
+    end
     return -3
 end
 redis.call('SETBIT', KEYS[2], ARGV[2], 1)

@@ -31,8 +31,8 @@ class ThreadPool(ConsumerPool):
         self.keys, self.scripts = ctx.keys, ctx.scripts
         self.stop_claiming = threading.Event()
         self.halt = threading.Event()
-        url, timeout = s.redis_url, s.socket_timeout
-        make_client = partial(connect, redis_cluster=s.redis_cluster)
+        url, timeout = s.redis, s.socket_timeout
+        make_client = connect
         # On a Redis Cluster the threads claim from every partition the heartbeat has found.
         self.directory = ctx.directory or PartitionDirectory(ctx.keys, cluster=False)
         self.reclaimer = Reclaimer(
@@ -49,7 +49,7 @@ class ThreadPool(ConsumerPool):
                 work_io_ms=s.work_io_ms, max_claim=s.max_claim,
                 failures=FailureInjector(s.fail_rate, s.flaky_rate),
                 max_attempts=s.max_attempts, on_fatal=ctx.on_fatal, events=ctx.events,
-                directory=self.directory,
+                directory=self.directory, replication=s.replication,
             )
             for i in range(s.threads)
         ]

@@ -36,6 +36,7 @@ from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
+from exactsum.replication import NO_REPLICATION, NotAcknowledged, Replication
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Retry, Scripts
 from exactsum.transport.failures import FailureInjector
@@ -71,6 +72,7 @@ class Worker(threading.Thread):
         max_attempts: int = 3,
         on_fatal: Callable[[], None] = lambda: None,
         events: ConsumerEvents = NO_CONSUMER_EVENTS,
+        replication: Replication = NO_REPLICATION,
         directory: PartitionDirectory | None = None,
     ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
@@ -92,6 +94,9 @@ class Worker(threading.Thread):
         self.max_attempts = max_attempts
         self.on_fatal = on_fatal
         self.events = events
+        # Each write counts once enough replicas have it; short of that it is retried like a
+        # write whose reply was lost (exactsum.replication).
+        self.replication = replication
         self.error: BaseException | None = None
         # Claimed and not yet resolved: ``pending`` waits its turn, ``taken`` is being handled.
         self.pending: deque[bytes] = deque()
@@ -150,10 +155,7 @@ class Worker(threading.Thread):
             if claimed:
                 self.pending.extend(claimed)
                 return True
-        # Redis takes a fractional timeout; redis-py's stub says int.
-        element = cast(bytes | None, self.client.blmove(
-            self.keys.queue, self.inflight, self.block_timeout, "RIGHT", "LEFT"  # type: ignore[arg-type]
-        ))
+        element = self._blmove(self.keys.queue, self.inflight, self.block_timeout)
         if element is None:
             # Idle: a good moment to make sure nothing arrived in the list unseen.
             self.resync = True
@@ -177,9 +179,7 @@ class Worker(threading.Thread):
         part = self.part.partition(tags[self._turn % len(tags)])
         self._turn += 1
         inflight = part.inflight(self.consumer_id, self.index)
-        element = cast(bytes | None, self.client.blmove(
-            part.queue, inflight, self._idle_wait, "RIGHT", "LEFT"  # type: ignore[arg-type]
-        ))
+        element = self._blmove(part.queue, inflight, self._idle_wait)
         if element is None:
             # Idle: wait longer next time (up to --block-timeout), and make sure nothing arrived
             # unseen in the list we blocked on (the other lists are re-read after errors).
@@ -194,6 +194,19 @@ class Worker(threading.Thread):
         self.part = part
         self.pending.append(element)
         return True
+
+    def _blmove(self, queue: str, inflight: str, timeout: float) -> bytes | None:
+        """One element from ``queue`` into ``inflight``, blocking up to ``timeout`` seconds."""
+        # Redis takes a fractional timeout; redis-py's stub says int.
+        args = (queue, inflight, timeout, "RIGHT", "LEFT")
+        if self.replication.enabled and not self.directory.cluster:
+            # In a pipeline, so that WAIT follows the move on the same connection. (On a
+            # cluster the scripts are acknowledged per node; a claim the failover loses is
+            # fenced at its commit and claimed again.)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.blmove(*args)  # type: ignore[arg-type]
+            return cast(bytes | None, self.replication.execute(pipe)[0])
+        return cast(bytes | None, self.client.blmove(*args))  # type: ignore[arg-type]
 
     def run(self) -> None:
         try:
@@ -274,19 +287,32 @@ class Worker(threading.Thread):
         args: list[bytes | str | int] = [self.consumer_id]
         for element, batch in group:
             args += [element, batch.seq, batch.count, batch.total]
+        # What an attempt that the replicas did not acknowledge counted: the re-send then finds
+        # those batches counted (status 0), and they are still ours unless a failover undid it.
+        unacknowledged: list[int] = []
+
+        def send() -> Any:
+            try:
+                return self.scripts.commit(
+                    keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed,
+                          rk.by_consumer, rk.stale],
+                    args=args,
+                )
+            except NotAcknowledged as exc:
+                if exc.replies and not unacknowledged:
+                    unacknowledged.extend(int(s) for s in exc.replies[0][:-1])
+                raise
+
         # A commit keeps retrying through a shutdown (it may still count within the grace);
         # only ``halt``, at the end of the grace, gives up on it.
-        reply = retrying(
-            lambda: self.scripts.commit(
-                keys=[self.inflight, rk.meta, rk.done, rk.sum, rk.committed, rk.by_consumer,
-                      rk.stale],
-                args=args,
-            ),
-            "commit", log, stop=self.halt, on_error=self._mark_resync,
-        )
+        reply = retrying(send, "commit", log, stop=self.halt, on_error=self._mark_resync)
         now_us = time.time_ns() // 1000
         claim_s = time.monotonic() - taken_at
         statuses = [Commit(int(status)) for status in reply[:-1]]
+        if unacknowledged:
+            statuses = [Commit.COUNTED
+                        if now == Commit.ALREADY_COUNTED and before == Commit.COUNTED else now
+                        for now, before in zip(statuses, unacknowledged, strict=True)]
         # Batches of an unknown run, or that would overflow, stay in our list until dead-lettered.
         self.taken -= sum(status not in (Commit.UNKNOWN_RUN, Commit.OVERFLOW)
                           for status in statuses)
@@ -353,7 +379,8 @@ class Worker(threading.Thread):
         status, left = self._call(
             "dead-letter",
             lambda: self.scripts.dead_letter_foreign(
-                keys=[self.inflight, self.keys.dead], args=[element, entry]
+                keys=[self.inflight, self.keys.dead],
+                args=[element, entry],
             ),
         )
         self.taken -= 1

@@ -73,7 +73,8 @@ class RqTransport(Transport):
              settings: ProducerSettings, epoch: int) -> BatchSink:
         from exactsum.transport.rq.sink import RqSink
 
-        return RqSink(client, keys, run_id, bound, job_options(settings), epoch)
+        return RqSink(client, keys, run_id, bound, job_options(settings), epoch,
+                      settings.replication)
 
     def pool(self, context: ConsumerContext) -> ConsumerPool:
         from exactsum.transport.rq.pool import RqPool

@@ -62,7 +62,7 @@ class RqPool(ConsumerPool):
         self._lock = threading.Lock()
         self._live: set[str] = set()
         self.reclaimer = RqReclaimer(
-            make_client(settings.redis_url, socket_timeout=settings.socket_timeout,
+            make_client(settings.redis, socket_timeout=settings.socket_timeout,
                         name=f"{consumer_id}-reclaim"),
             self.keys, ctx.scripts, consumer_id, settings.rq_queue,
             interval=settings.reclaim_interval, is_dead_here=self._is_dead_here,
@@ -128,7 +128,9 @@ class RqPool(ConsumerPool):
         s = self.settings
         config = WorkerConfig(
             name=slot.name, consumer_id=self.consumer_id, parent_pid=os.getpid(),
-            redis_url=s.redis_url, key_prefix=s.key_prefix, queue=s.rq_queue,
+            redis_url=s.redis_url, redis_sentinels=list(s.redis_sentinels or ()),
+            redis_sentinel_master=s.redis_sentinel_master, key_prefix=s.key_prefix,
+            queue=s.rq_queue,
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
         )

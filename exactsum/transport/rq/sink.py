@@ -25,13 +25,15 @@ import redis
 from rq import Queue
 
 from exactsum.keys import Keys, RqKeys
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.runs import check_epoch
 from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
 
 class RqSink:
     def __init__(self, client: redis.Redis, keys: Keys, run_id: str, bound: int,
-                 options: JobOptions, epoch: int) -> None:
+                 options: JobOptions, epoch: int,
+                 replication: Replication = NO_REPLICATION) -> None:
         self.epoch = epoch
         self.client = client
         self.prefix = keys.prefix
@@ -41,14 +43,21 @@ class RqSink:
         self.queue_key = RqKeys(options.queue).queue
         self.bound = bound
         self.options = options
+        self.replication = replication
 
     def send(self, batches: list[tuple[int, int, bytes]]) -> int:
         with self.client.pipeline(transaction=True) as tx:
             while True:
                 try:
-                    return self._send(tx, batches)
+                    handled = self._send(tx, batches)
+                    break
                 except redis.WatchError:
                     continue  # the meta changed (a sign of life, or a resume): look again
+        # WAIT cannot follow an EXEC in the same round trip through redis-py: a write of our own
+        # after it, then WAIT, covers the transaction too (one ordered stream). Also after a
+        # re-send that found its batches pushed, by an attempt whose WAIT fell short.
+        self.replication.barrier(self.client, self.run_keys.meta)
+        return handled
 
     def _send(self, tx: redis.client.Pipeline, batches: list[tuple[int, int, bytes]]) -> int:
         tx.watch(self.run_keys.meta)  # type: ignore[no-untyped-call]

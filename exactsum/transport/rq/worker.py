@@ -26,7 +26,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from exactsum.connection import make_client
+from exactsum.connection import RedisTarget, make_client
 from exactsum.keys import Keys
 from exactsum.logs import set_context, setup_logging
 from exactsum.transport.failures import FailureInjector
@@ -53,6 +53,8 @@ class WorkerConfig:
     consumer_id: str
     parent_pid: int
     redis_url: str
+    redis_sentinels: list[tuple[str, int]]
+    redis_sentinel_master: str
     key_prefix: str
     queue: str
     log_level: str
@@ -99,7 +101,9 @@ def main() -> int:
     setup_logging(config.log_level, config.log_format, service="consumer",
                   identity=config.name)
     set_context(consumer=config.consumer_id)
-    client = make_client(config.redis_url, socket_timeout=SOCKET_TIMEOUT_S, name=config.name)
+    target = RedisTarget(config.redis_url, tuple((h, int(p)) for h, p in config.redis_sentinels),
+                         config.redis_sentinel_master)
+    client = make_client(target, socket_timeout=SOCKET_TIMEOUT_S, name=config.name)
     install(JobContext(client, Keys(config.key_prefix), config.consumer_id,
                        FailureInjector(config.fail_rate, config.flaky_rate),
                        work_cpu_us=config.work_cpu_us, work_io_ms=config.work_io_ms))

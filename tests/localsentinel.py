@@ -1,0 +1,264 @@
+"""A throwaway Redis Sentinel setup on loopback: one primary, replicas, and Sentinels.
+
+For the failover tests and the chaos run (``--redis sentinel``). Every node is a
+:class:`~exactsum.localredis.LocalRedis` (``appendonly yes``, ``appendfsync always``) in a data
+directory of its own, so a node can be killed with SIGKILL and started again on its data, as a
+crashed machine would come back. A node that comes back is started as a primary, as a machine
+whose configuration still says so would be: Sentinel must notice and turn it into a replica of
+the primary it promoted meanwhile (its data is then replaced by the new primary's).
+
+The Sentinels are ``redis-sentinel`` (Debian's package of that name), or ``redis-server
+--sentinel`` where only redis-server is installed: the same program.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import cast
+
+import redis
+
+from tests.localredis import LocalRedis, free_port
+
+HOST = "127.0.0.1"
+
+
+class SentinelProcess:
+    def __init__(self, port: int, work_dir: Path, master: str, primary_port: int, quorum: int,
+                 down_after_ms: int, failover_timeout_ms: int, node_password: str | None) -> None:
+        self.port = port
+        self.dir = work_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "sentinel.conf"
+        # Sentinel rewrites this file as it learns (replicas, other Sentinels, epochs).
+        self.config.write_text("\n".join([
+            f"port {port}",
+            f"bind {HOST}",
+            f"dir {self.dir}",
+            "daemonize no",
+            f"logfile {self.dir / 'sentinel.log'}",
+            f"sentinel monitor {master} {HOST} {primary_port} {quorum}",
+            f"sentinel down-after-milliseconds {master} {down_after_ms}",
+            f"sentinel failover-timeout {master} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {master} 1",
+            *([f"sentinel auth-pass {master} {node_password}"] if node_password else []),
+            "",
+        ]))
+        self.process: subprocess.Popen[bytes] | None = None
+        self._client: redis.Redis | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-sentinel")
+        if binary:
+            args = [binary, str(self.config)]
+        else:
+            server = shutil.which("redis-server")
+            if server is None:
+                raise RuntimeError("neither redis-sentinel nor redis-server is on PATH "
+                                   "(Debian: apt-get install redis-sentinel)")
+            args = [server, str(self.config), "--sentinel"]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis(HOST, self.port, socket_timeout=2.0)
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log_text(self) -> str:
+        try:
+            return (self.dir / "sentinel.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class LocalSentinelGroup:
+    """One primary, ``replicas`` replicas and ``sentinels`` Sentinels on free loopback ports."""
+
+    def __init__(self, *, replicas: int = 2, sentinels: int = 3, master: str = "mymaster",
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
+                 min_replicas_to_write: int = 0, work_dir: Path | None = None,
+                 password: str | None = None) -> None:
+        self.master = master
+        self._own_dir = work_dir is None
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="exactsum-sentinel-"))
+        # A primary cut off from every replica refuses writes instead of taking writes that
+        # the failover would throw away (Redis' min-replicas-to-write).
+        self.node_args = (["--min-replicas-to-write", str(min_replicas_to_write),
+                           "--min-replicas-max-lag", "10"] if min_replicas_to_write else [])
+        if password:
+            # Every node may become a replica, so every node knows the password of the others.
+            self.node_args += ["--requirepass", password, "--masterauth", password]
+        self.nodes: list[LocalRedis] = []
+        for i in range(1 + replicas):
+            node_dir = self.work_dir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(LocalRedis(data_dir=node_dir, extra_args=list(self.node_args),
+                                         password=password))
+        primary_port = self.nodes[0].port
+        for node in self.nodes[1:]:
+            node.extra_args += ["--replicaof", HOST, str(primary_port)]
+        quorum = sentinels // 2 + 1
+        self.sentinels = [
+            SentinelProcess(free_port(), self.work_dir / f"sentinel{i}", master, primary_port,
+                            quorum, down_after_ms, failover_timeout_ms, password)
+            for i in range(sentinels)
+        ]
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple((HOST, s.port) for s in self.sentinels)
+
+    @property
+    def addresses_text(self) -> str:
+        """``REDIS_SENTINELS`` for the services."""
+        return ",".join(f"{host}:{port}" for host, port in self.addresses)
+
+    @property
+    def url(self) -> str:
+        """``REDIS_URL`` to go with it: only the database is read from it."""
+        return f"redis://{HOST}:{self.nodes[0].port}/0"
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            node.start(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes[1:]:
+            self.wait_replica(node, deadline - time.monotonic())
+        for sentinel in self.sentinels:
+            sentinel.start()
+        replicas, others = len(self.nodes) - 1, len(self.sentinels) - 1
+        for sentinel in self.sentinels:
+            self._until(partial(self._sees, sentinel, replicas, others), deadline,
+                        "every Sentinel to see the replicas and the other Sentinels")
+
+    def _sees(self, sentinel: SentinelProcess, replicas: int, others: int) -> bool:
+        try:
+            state = cast(dict[str, object], sentinel.client().sentinel_master(self.master))
+        except redis.RedisError:
+            return False
+        return (int(cast(int, state.get("num-slaves", 0))) >= replicas
+                and int(cast(int, state.get("num-other-sentinels", 0))) >= others)
+
+    @staticmethod
+    def _until(predicate: Callable[[], bool], deadline: float, what: str) -> None:
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the Sentinels' majority names it; None when they disagree or
+        none answers."""
+        seen: dict[int, int] = {}
+        for sentinel in self.sentinels:
+            try:
+                found = cast(tuple[str, int] | None,
+                             sentinel.client().sentinel_get_master_addr_by_name(self.master))
+            except redis.RedisError:
+                continue
+            if found:
+                port = int(found[1])
+                seen[port] = seen.get(port, 0) + 1
+        for port, votes in seen.items():
+            if votes > len(self.sentinels) // 2:
+                return port
+        return None
+
+    def node(self, port: int) -> LocalRedis:
+        return next(n for n in self.nodes if n.port == port)
+
+    def primary(self) -> LocalRedis:
+        port = self.primary_port()
+        if port is None:
+            raise RuntimeError("the Sentinels name no primary")
+        return self.node(port)
+
+    def kill_primary(self) -> LocalRedis:
+        """kill -9 the primary the Sentinels name; returns it (stopped)."""
+        victim = self.primary()
+        victim.kill()
+        return victim
+
+    def wait_promoted(self, old_port: int, timeout: float) -> int:
+        """Until the Sentinels name a primary other than ``old_port`` and it answers as one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            port = self.primary_port()
+            if port is not None and port != old_port and self.role(self.node(port)) == "master":
+                return port
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica was promoted within {timeout} s")
+            time.sleep(0.05)
+
+    @staticmethod
+    def role(node: LocalRedis) -> str:
+        try:
+            info = cast(dict[str, object], node.client().info("replication"))
+        except redis.RedisError:
+            return "down"
+        return str(info.get("role"))
+
+    def restart(self, node: LocalRedis, timeout: float = 60.0) -> None:
+        """Start a killed node again on its data, as a primary (see the module's doc)."""
+        node.extra_args = list(self.node_args)
+        node.start(timeout=timeout)
+
+    def wait_replica(self, node: LocalRedis, timeout: float) -> None:
+        """Until ``node`` replicates from a primary with the link up."""
+        deadline = time.monotonic() + timeout
+
+        def linked() -> bool:
+            try:
+                info = cast(dict[str, object], node.client().info("replication"))
+            except redis.RedisError:
+                return False
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+        self._until(linked, deadline, f"node {node.port} to replicate with its link up")
+
+    def close(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for node in self.nodes:
+            node.stop()
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def kill_all(self) -> None:
+        """SIGKILL everything (a test that failed half-way)."""
+        for sentinel in self.sentinels:
+            if sentinel.process and sentinel.process.poll() is None:
+                sentinel.process.send_signal(signal.SIGKILL)
+                sentinel.process.wait(timeout=10)
+        for node in self.nodes:
+            node.kill()
+
+    def __enter__(self) -> LocalSentinelGroup:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
