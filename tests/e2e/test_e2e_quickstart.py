@@ -148,7 +148,8 @@ def test_readme_quick_start_from_a_clean_clone(docker_client: Any, images: dict[
         assert len(runs[0]["by_consumer"]) == 3, runs[0]
 
         # Test it: the same command with one real-Redis test selected (see the docstring).
-        selection = "PYTEST_ARGS=-v tests/integration/test_pipeline.py -k three_consumers_sum_exactly"
+        selection = ("PYTEST_ARGS=-v tests/integration/test_pipeline.py"
+                     " -k three_consumers_sum_exactly")
         tested = run([*shlex.split(commands["test it"]), selection], clone, env, timeout=600)
         assert tested.returncode == 0, shown(tested)
         last = tested.stdout.strip().splitlines()[-1]
