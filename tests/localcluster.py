@@ -49,7 +49,14 @@ def _free(port: int) -> bool:
 
 class LocalCluster:
     def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 2000,
-                 fsync: str = "always") -> None:
+                 fsync: str = "always", acl_file: Path | None = None,
+                 admin: tuple[str, str] | None = None) -> None:
+        """``acl_file``: every node loads it; ``admin`` (user, password) is then the user this
+        harness assembles the cluster as. No replicas then (they would need ``masteruser``)."""
+        if acl_file is not None and (admin is None or replicas):
+            raise ValueError("a cluster with an ACL file needs an admin user and no replicas")
+        acl_args = ["--aclfile", str(acl_file)] if acl_file is not None else []
+        username, password = admin or (None, None)
         self.root = Path(tempfile.mkdtemp(prefix="exactsum-cluster-"))
         self.primaries_n, self.replicas_n = primaries, replicas
         self.nodes: list[LocalRedis] = []
@@ -66,7 +73,8 @@ class LocalCluster:
                 "--cluster-replica-validity-factor", "0",
                 # Start a replica's first sync at once (7.0 waits 5 s for more replicas).
                 "--repl-diskless-sync-delay", "0",
-            ]))
+                *acl_args,
+            ], username=username, password=password))
 
     @property
     def url(self) -> str:
