@@ -52,11 +52,14 @@ class LocalCluster:
                  fsync: str = "always", acl_file: Path | None = None,
                  admin: tuple[str, str] | None = None) -> None:
         """``acl_file``: every node loads it; ``admin`` (user, password) is then the user this
-        harness assembles the cluster as. No replicas then (they would need ``masteruser``)."""
-        if acl_file is not None and (admin is None or replicas):
-            raise ValueError("a cluster with an ACL file needs an admin user and no replicas")
-        acl_args = ["--aclfile", str(acl_file)] if acl_file is not None else []
+        harness assembles the cluster as, and the one replicas sync with (``masteruser``)."""
+        acl_args: list[str] = []
         username, password = admin or (None, None)
+        if acl_file is not None:
+            if username is None or password is None:
+                raise ValueError("a cluster with an ACL file needs an admin user")
+            acl_args = ["--aclfile", str(acl_file), "--masteruser", username,
+                        "--masterauth", password]
         self.root = Path(tempfile.mkdtemp(prefix="exactsum-cluster-"))
         self.primaries_n, self.replicas_n = primaries, replicas
         self.nodes: list[LocalRedis] = []

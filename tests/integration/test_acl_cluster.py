@@ -1,6 +1,7 @@
 """Least-privilege users on a Redis Cluster: the ACL file of ``exactsum_admin.acl``, loaded by
 every node, lets the services run a partitioned run with their own users (tagged key names,
-the slot map, ASKING, WAIT), and still refuses each user what it must not do there."""
+the slot map, WAIT after every script with a replica per primary), and still refuses each user
+what it must not do there."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from tests.localcluster import LocalCluster
 from tests.procs import assert_exact, finish, numbers_file
 
 PASSWORDS = {user: f"{user}-secret-password" for user in ("producer", "consumer", "admin")}
+ACKED = ("--min-replicas", "1", "--replica-timeout", "2")
 
 
 @pytest.fixture
 def acl_cluster(tmp_path: Path, key_prefix: str) -> Iterator[LocalCluster]:
     aclfile = tmp_path / "users.acl"
     aclfile.write_text(acl_file(key_prefix, PASSWORDS))
-    with LocalCluster(3, 0, acl_file=aclfile, admin=("admin", PASSWORDS["admin"])) as cluster:
+    with LocalCluster(3, 1, acl_file=aclfile, admin=("admin", PASSWORDS["admin"])) as cluster:
         yield cluster
 
 
@@ -44,11 +46,11 @@ def test_a_partitioned_run_is_exact_with_the_services_own_users_on_a_cluster(
 ) -> None:
     services = ClusterServices(acl_cluster.url, key_prefix, tmp_path)
     try:
-        failing = [services.consumer("--threads", "2", "--fail-rate", "0.001",
+        failing = [services.consumer("--threads", "2", "--fail-rate", "0.001", *ACKED,
                                      **creds("consumer")) for _ in range(2)]
         path, total = numbers_file(tmp_path, 20_000)
         producer = services.producer("--input", str(path), "--batch", "10", "--run-id", "acl",
-                                     "--partitions", "4", **creds("producer"))
+                                     "--partitions", "4", *ACKED, **creds("producer"))
         assert producer.wait(timeout=150) in (0, 3), producer.stderr[-2000:]
         report = producer.report()
         assert (report["lost"], report["duplicated"]) == (0, 0), report
@@ -58,8 +60,8 @@ def test_a_partitioned_run_is_exact_with_the_services_own_users_on_a_cluster(
             proc.signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, proc.stderr[-2000:]
         clean = services.producer("--input", str(path), "--batch", "100", "--run-id", "clean",
-                                  **creds("producer"), name="producer-clean")
-        services.consumer("--threads", "2", **creds("consumer"))
+                                  *ACKED, **creds("producer"), name="producer-clean")
+        services.consumer("--threads", "2", *ACKED, **creds("consumer"))
         clean_report = finish(clean, timeout=150)
         assert_exact(clean_report, 20_000)
         assert clean_report["sum"] == total
