@@ -51,8 +51,9 @@ MAX_REDIRECTIONS = 5
 
 
 class SlotMoved(redis.ConnectionError):
-    """The slot of a script's keys lives elsewhere now (MOVED/ASK after a failover or a
-    resharding, or the cluster is down for it); the slot map is being refreshed."""
+    """A script could not be placed: the cluster is down for its slot (CLUSTERDOWN during a
+    failover), it was redirected to a node the map does not know, or redirected more than
+    :data:`MAX_REDIRECTIONS` times; the slot map is being refreshed."""
 
 
 def make_cluster_client(url: str, *, socket_timeout: float,
