@@ -11,9 +11,11 @@ and under Sentinel (:class:`exactsum.replication.AcknowledgedScript`): :func:`co
 :func:`register_scripts` are the one seam where the three topologies part.
 
 The cluster client fails fast like the single-Redis one (``Retry(..., 0)``): redirections
-(MOVED, ASK) are followed by redis-py, but connection errors, CLUSTERDOWN and TRYAGAIN come back
-to :func:`retrying`, which logs them, backs off and retries; redis-py refreshes its slot map on
-the next command after a connection error, and :class:`AckedScript` asks for a refresh itself.
+(MOVED, ASK) are followed by redis-py, and by :class:`AckedScript` for the scripts it sends
+itself, but connection errors, CLUSTERDOWN and TRYAGAIN (a slot whose keys a resharding has
+split between two nodes) come back to :func:`retrying`, which logs them, backs off and retries;
+redis-py refreshes its slot map on the next command after a connection error, and
+:class:`AckedScript` asks for a refresh itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -43,11 +45,15 @@ log = logging.getLogger("exactsum.cluster")
 PARTITIONS_PER_PRIMARY = 2
 # How long a service keeps trying to read the cluster's slot map at start.
 DISCOVERY_S = 60.0
+# MOVED and ASK replies followed by one script call before it gives up to `retrying` (which
+# refreshes the slot map): a slot moves once per resharding step, so a few are plenty.
+MAX_REDIRECTIONS = 5
 
 
 class SlotMoved(redis.ConnectionError):
-    """The slot of a script's keys lives elsewhere now (MOVED/ASK after a failover or a
-    resharding, or the cluster is down for it); the slot map is being refreshed."""
+    """A script could not be placed: the cluster is down for its slot (CLUSTERDOWN during a
+    failover), it was redirected to a node the map does not know, or redirected more than
+    :data:`MAX_REDIRECTIONS` times; the slot map is being refreshed."""
 
 
 def make_cluster_client(url: str, *, socket_timeout: float,
@@ -173,27 +179,56 @@ class AckedScript(Script):
         slots = {key_slot(key.encode() if isinstance(key, str) else key) for key in keys}
         if len(slots) != 1:
             raise ValueError(f"a script's keys must map to exactly one slot; got {keys!r}")
-        node = self.cluster.nodes_manager.get_node_from_slot(slots.pop())
-        conn = self.cluster.get_redis_connection(node)
-        try:
+        slot = slots.pop()
+        asking: ClusterNode | None = None
+        # A redirection means the script was not run: MOVED (the slot has moved; the map is
+        # patched from the reply) and ASK (the slot is being migrated and its keys are on the
+        # importing node) are followed at once, as redis-py follows them for other commands.
+        # TRYAGAIN (the slot's keys are split between the two nodes right now) goes back to
+        # the caller's `retrying`, which backs off until the migration has moved on.
+        for _ in range(MAX_REDIRECTIONS):
+            node = asking or self.cluster.nodes_manager.get_node_from_slot(slot)
+            conn = self.cluster.get_redis_connection(node)
             try:
-                return self._send(conn, keys, args)
-            except redis.exceptions.NoScriptError:
-                conn.script_load(self.script)
-                return self._send(conn, keys, args)
-        except (redis.exceptions.AskError, redis.exceptions.ClusterError) as exc:
-            self._refresh()
-            raise SlotMoved(f"{type(exc).__name__}: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError):
-            self._refresh()
-            raise
+                return self._send_loading(conn, keys, args, asking=asking is not None)
+            except redis.exceptions.MovedError as exc:
+                log.debug("redis cluster: slot %d moved to %s:%s", slot, exc.host, exc.port)
+                self.cluster.nodes_manager.move_slot(exc)
+                asking = None
+            except redis.exceptions.AskError as exc:
+                asking = self.cluster.nodes_manager.get_node(exc.host or node.host, exc.port)
+                if asking is None:  # a node the map does not know yet: re-read the map
+                    self._refresh()
+                    raise SlotMoved(f"ASK to an unknown node: {exc}") from exc
+            except redis.exceptions.ClusterError as exc:
+                self._refresh()
+                raise SlotMoved(f"{type(exc).__name__}: {exc}") from exc
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError):
+                self._refresh()
+                raise
+        self._refresh()
+        raise SlotMoved(f"slot {slot}: still redirected after {MAX_REDIRECTIONS} hops")
 
-    def _send(self, conn: redis.Redis, keys: list[Any], args: list[Any]) -> Any:
-        if not self.replication.enabled:
+    def _send_loading(self, conn: redis.Redis, keys: list[Any], args: list[Any], *,
+                      asking: bool) -> Any:
+        """:meth:`_send`, loading the script once where the node does not know it (a node
+        restarted, promoted, or importing a slot it never served)."""
+        try:
+            return self._send(conn, keys, args, asking=asking)
+        except redis.exceptions.NoScriptError:
+            conn.script_load(self.script)
+            return self._send(conn, keys, args, asking=asking)
+
+    def _send(self, conn: redis.Redis, keys: list[Any], args: list[Any], *,
+              asking: bool = False) -> Any:
+        if not self.replication.enabled and not asking:
             return conn.evalsha(self.sha, len(keys), *keys, *args)
+        # ASKING holds for the next command on the same connection only: one pipeline.
         pipe = conn.pipeline(transaction=False)
+        if asking:
+            pipe.execute_command("ASKING")  # type: ignore[no-untyped-call]
         pipe.evalsha(self.sha, len(keys), *keys, *args)
-        return self.replication.execute(pipe)[0]
+        return self.replication.execute(pipe)[-1]
 
     def _refresh(self) -> None:
         """Re-read the slot map, so that the retry goes to whoever owns the slot now."""

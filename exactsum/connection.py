@@ -46,6 +46,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterError,
     redis.exceptions.SlotNotCoveredError,
     redis.exceptions.RedisClusterUnreachableError,
+    # Redis Cluster: MOVED or ASK that redis-py did not follow itself (a WATCH or MULTI of a
+    # transaction, which it leaves to the caller): the command was not run, and redis-py has
+    # patched its slot map from the reply, so the next attempt goes where the slot is now.
+    redis.exceptions.AskError,
 )
 # Error replies that mean "not now" rather than "never": a primary with min-replicas-to-write
 # that has too few replicas (cut off, or during a failover), and a replica that lost its primary.

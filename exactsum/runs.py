@@ -18,6 +18,7 @@ import redis
 
 from exactsum.keys import RUN_KEY_SUFFIXES, Keys, RunKeys, partition_of
 from exactsum.protocol import ForeignElement, decode
+from exactsum.scripts import register_one
 
 
 @dataclass(frozen=True)
@@ -208,11 +209,21 @@ def _after_open(client: redis.Redis, keys: Keys, run_id: str, now_ms: int,
 
 
 def write_partition_metas(client: redis.Redis, keys: Keys, run_id: str, tags: list[str],
-                          **fields: str | int) -> None:
-    """Copy ``fields`` of the run's meta into each partition's copy, which the scripts of that
-    partition read (they cannot read the run's own meta: it is in another slot)."""
-    for tag in tags:
-        client.hset(keys.partition(tag).run(run_id).meta, mapping=fields)  # type: ignore[arg-type]
+                          epoch: int, **fields: str | int) -> dict[str, int]:
+    """Copy ``epoch`` and ``fields`` of the run's meta into each partition's copy, which the
+    scripts of that partition read (they cannot read the run's own meta: it is in another slot).
+
+    The epoch only ever goes up there (``raise_epoch.lua``): a copy that already holds a later
+    attempt's epoch is left as it is, so a producer that stalled inside its own resume cannot
+    take a partition back from the producer that resumed after it. Returns each tag's epoch
+    after the call; one above ``epoch`` means this producer has been overtaken (its pushes
+    there are fenced)."""
+    raise_epoch = register_one(client, "raise_epoch")
+    args: list[str | int] = [epoch]
+    for name, value in fields.items():
+        args += [name, value]
+    return {tag: int(raise_epoch(keys=[keys.partition(tag).run(run_id).meta], args=args))
+            for tag in tags}
 
 
 def pushed_bitmap(client: redis.Redis, keys: Keys, run_id: str) -> bytes:

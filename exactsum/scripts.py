@@ -64,6 +64,12 @@ def _source(name: str) -> str:
     return resources.files("exactsum").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+def register_one(client: redis.Redis, name: str) -> Script:
+    """The script of ``lua/<name>.lua`` alone, for a helper that has a client and no
+    :class:`Scripts` (``exactsum.runs``: ``raise_epoch``)."""
+    return client.register_script(_source(name))
+
+
 @dataclass(frozen=True)
 class Scripts:
     push: Script

@@ -32,6 +32,13 @@ OPTIONAL_USERS = ("observer",)
 # that answer, so it is left out and the file loads on both.)
 _COMMON = ["+ping", "+client|setname", "+evalsha", "+eval", "+script|load"]
 
+# On a Redis Cluster (``--redis-cluster``) the client reads the slot map and the command table
+# (COMMAND: where each command has its keys), follows ASK
+# redirections with ASKING, and with ``--min-replicas`` sends WAIT after each script; the
+# partitions' set (``Keys.partitions``) is written by producers and read by consumers.
+_CLUSTER = ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+asking",
+            "+wait"]
+
 _PRODUCER_COMMANDS = [
     # direct: plan and state (WATCHed: the epoch fences), progress, audit, retention of its
     # own keys, and taking them back on resume
@@ -64,24 +71,32 @@ _CONSUMER_RUN_KEYS = ("done", "sum", "committed", "dead_items", "dead", "by_cons
 
 
 def rules(prefix: str) -> dict[str, list[str]]:
-    """Each user's ACL rules, without its password."""
+    """Each user's ACL rules, without its password.
+
+    Every key of a partition has a pattern twice: untagged (one Redis, ``pc:queue``) and with
+    any hash tag after the prefix (a Redis Cluster's partitions, ``pc:{*}:queue``,
+    ``exactsum.keys.Keys.partition``); ACL globs take braces literally."""
     keys = Keys(prefix)
-    run = f"{prefix}:run:*"
+
+    def rw(*suffixes: str, access: str = "RW") -> list[str]:
+        return [f"%{access}~{base}:{suffix}" for suffix in suffixes
+                for base in (prefix, f"{prefix}:{{*}}")]
+
     producer = [
-        *_COMMON, *_PRODUCER_COMMANDS,
-        f"%RW~{keys.queue}", f"%RW~{keys.runs}", f"%RW~{run}:meta", f"%RW~{run}:pushed",
-        f"%RW~{run}:batches", f"%R~{run}",
+        *_COMMON, *_CLUSTER, *_PRODUCER_COMMANDS, "+sadd",
+        f"%RW~{keys.runs}", f"%RW~{keys.partitions}",
+        *rw("queue", "run:*:meta", "run:*:pushed", "run:*:batches"), *rw("run:*", access="R"),
     ]
     consumer = [
-        *_COMMON, *_CONSUMER_COMMANDS,
-        f"%RW~{keys.queue}", f"%RW~{prefix}:inflight:*", f"%RW~{prefix}:consumer:*",
-        f"%RW~{keys.consumers}", f"%RW~{keys.dead}", f"%RW~{prefix}:stats:*", f"%RW~{keys.runs}",
+        *_COMMON, *_CLUSTER, *_CONSUMER_COMMANDS, "+smembers",
+        f"%RW~{keys.consumers}", f"%RW~{keys.runs}", f"%R~{keys.partitions}",
+        *rw("queue", "inflight:*", "consumer:*", "dead", "stats:*"),
         # commit.lua checks that the run's meta exists in the same atomic step as it counts, and
         # Redis requires read-write permission on every key a script declares.
-        f"%RW~{run}:meta",
-        *(f"%RW~{run}:{name}" for name in _CONSUMER_RUN_KEYS),
+        *rw("run:*:meta"),
+        *rw(*(f"run:*:{name}" for name in _CONSUMER_RUN_KEYS)),
     ]
-    observer = [*_COMMON, *_OBSERVER_COMMANDS, f"%R~{prefix}:*"]
+    observer = [*_COMMON, *_CLUSTER, *_OBSERVER_COMMANDS, "+smembers", f"%R~{prefix}:*"]
     return {"producer": producer, "consumer": consumer, "admin": ["~*", "&*", "+@all"],
             "observer": observer}
 

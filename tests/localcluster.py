@@ -49,7 +49,17 @@ def _free(port: int) -> bool:
 
 class LocalCluster:
     def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 2000,
-                 fsync: str = "always") -> None:
+                 fsync: str = "always", acl_file: Path | None = None,
+                 admin: tuple[str, str] | None = None) -> None:
+        """``acl_file``: every node loads it; ``admin`` (user, password) is then the user this
+        harness assembles the cluster as, and the one replicas sync with (``masteruser``)."""
+        acl_args: list[str] = []
+        username, password = admin or (None, None)
+        if acl_file is not None:
+            if username is None or password is None:
+                raise ValueError("a cluster with an ACL file needs an admin user")
+            acl_args = ["--aclfile", str(acl_file), "--masteruser", username,
+                        "--masterauth", password]
         self.root = Path(tempfile.mkdtemp(prefix="exactsum-cluster-"))
         self.primaries_n, self.replicas_n = primaries, replicas
         self.nodes: list[LocalRedis] = []
@@ -66,7 +76,8 @@ class LocalCluster:
                 "--cluster-replica-validity-factor", "0",
                 # Start a replica's first sync at once (7.0 waits 5 s for more replicas).
                 "--repl-diskless-sync-delay", "0",
-            ]))
+                *acl_args,
+            ], username=username, password=password))
 
     @property
     def url(self) -> str:
@@ -126,6 +137,58 @@ class LocalCluster:
 
     def node_for_port(self, port: int) -> LocalRedis:
         return next(n for n in self.nodes if n.port == port)
+
+    def owner_of_slot(self, slot: int) -> LocalRedis:
+        """The live primary that serves ``slot`` now (by its own CLUSTER NODES view)."""
+        for node in self.primary_nodes():
+            if self._serves(node, slot):
+                return node
+        raise LookupError(f"no live primary serves slot {slot}")
+
+    def _serves(self, node: LocalRedis, slot: int) -> bool:
+        raw = node.client().execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for line in text.splitlines():
+            fields = line.split()
+            if "myself" not in fields[2]:
+                continue
+            for part in fields[8:]:
+                if part.startswith("["):
+                    continue  # a migration under way, not ownership
+                low, _, high = part.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return True
+        return False
+
+    def migrate_slot(self, slot: int, target: LocalRedis, *, keys_per_step: int = 1,
+                     pause_s: float = 0.0) -> int:
+        """Move ``slot`` to the primary ``target`` by hand, as ``redis-cli --cluster reshard``
+        does: IMPORTING on the target, MIGRATING on the owner, MIGRATE of its keys a few at a
+        time (``pause_s`` between steps keeps the slot's keys split between the two nodes for
+        a while, which is what clients must survive), then SETSLOT NODE everywhere. Returns
+        the number of keys moved."""
+        source = self.owner_of_slot(slot)
+        if source is target:
+            raise ValueError(f"slot {slot} is already on {target.port}")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        src, dst = source.client(), target.client()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)  # type: ignore[no-untyped-call]
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)  # type: ignore[no-untyped-call]
+        moved = 0
+        while True:
+            names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, keys_per_step)  # type: ignore[no-untyped-call]
+            if not names:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10000,  # type: ignore[no-untyped-call]
+                                "KEYS", *names)
+            moved += len(names)
+            if pause_s:
+                time.sleep(pause_s)
+        # The target first, so that the slot is never owned by nobody (as redis-cli does).
+        for node in [target, source, *(n for n in self.primary_nodes()
+                                       if n not in (target, source))]:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)  # type: ignore[no-untyped-call]
+        return moved
 
     @staticmethod
     def node_id(node: LocalRedis) -> str:

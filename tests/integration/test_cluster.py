@@ -21,7 +21,14 @@ from consumer_service.settings import parse_settings as consumer_settings
 from exactsum.cluster import AckedScript, choose_tags, register_scripts
 from exactsum.keys import Keys
 from exactsum.protocol import encode
-from exactsum.runs import RunPlan, audit, create_run, dead_letter_entry, pushed_bitmap
+from exactsum.runs import (
+    RunPlan,
+    audit,
+    create_run,
+    dead_letter_entry,
+    pushed_bitmap,
+    write_partition_metas,
+)
 from producer_service.settings import parse_settings as producer_settings
 from tests.cluster_harness import (
     ClusterServices,
@@ -170,6 +177,34 @@ def test_a_script_whose_keys_span_two_slots_is_refused(cclient: redis.Redis, key
         scripts.claim(keys=[a.queue, b.inflight("c", 0)], args=[1])
     with pytest.raises(redis.exceptions.RedisClusterException):
         cclient.eval("return 1", 2, a.queue, b.queue)
+
+
+def test_a_partition_copy_of_the_epoch_is_never_lowered(cclient: redis.Redis,
+                                                          keys: Keys) -> None:
+    """The epoch race: a producer that stalled inside its own resume writes its older epoch
+    into the partitions' copies of the meta after a later producer has written its own. The
+    write is refused, the later producer keeps pushing, and the stale one is fenced."""
+    scripts = register_scripts(cclient, min_replicas=1, replica_timeout=2.0)
+    tags = choose_tags(cclient, 3)
+    run_id = "raced"
+    create_run(cclient, keys, RunPlan(run_id, 30, 10), "producer-1", tags=tags)
+    metas = [keys.partition(tag).run(run_id).meta for tag in tags]
+    assert [cclient.hget(meta, "epoch") for meta in metas] == [b"1"] * 3
+    # The later attempt (epoch 3) copies its epoch first; the stalled one (2) wakes after it.
+    assert write_partition_metas(cclient, keys, run_id, tags, epoch=3, run=run_id,
+                                 partitions=3) == dict.fromkeys(tags, 3)
+    assert write_partition_metas(cclient, keys, run_id, tags, epoch=2, run=run_id,
+                                 partitions=3) == dict.fromkeys(tags, 3)
+    assert [cclient.hget(meta, "epoch") for meta in metas] == [b"3"] * 3
+    # Equal is written (a re-sent call), and higher raises it.
+    assert write_partition_metas(cclient, keys, run_id, tags[:1], epoch=3) == {tags[0]: 3}
+    part = keys.partition(tags[1])
+    rk = part.run(run_id)
+    push_keys = [part.queue, rk.pushed, rk.meta]
+    element = encode(run_id, 1, [5])
+    assert scripts.push(keys=push_keys, args=[0, 2, 1, element]) == -1  # the stale one: fenced
+    assert scripts.push(keys=push_keys, args=[0, 3, 1, element]) == 1
+    assert cclient.lrange(part.queue, 0, -1) == [element]
 
 
 def spread_report(client: redis.Redis, keys: Keys, run_id: str) -> tuple[dict[str, int],
