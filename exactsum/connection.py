@@ -201,7 +201,7 @@ def retrying(
     """Call ``operation`` until it succeeds, sleeping with backoff between failed attempts.
 
     Retries :func:`transient` faults only; any other error is raised at once. Attempt n waits a
-    random time up to ``base * 2**n`` seconds, at most ``cap`` (full jitter). ``on_error`` runs
+    random share of ``base * 2**n`` seconds, at most ``cap``. ``on_error`` runs
     after each failure (before the sleep): the place to note that a reply was lost. Gives up
     with :class:`RetryAborted` only when ``stop`` is set or ``deadline`` (a
     ``time.monotonic()`` value) would pass during the next sleep.
@@ -243,9 +243,10 @@ def retrying(
         elif stop.wait(delay):
             raise RetryAborted(f"{what}: stopped after {attempts} attempts") from failed
 
+    # The backoff redis-py's own Retry would use: a random share of base * 2**n, at most cap.
+    backoff = ExponentialWithJitterBackoff(base=base, cap=cap)
     retry = tenacity.Retrying(
         retry=tenacity.retry_if_exception(transient),
-        # tenacity's attempt n waits up to multiplier * 2**(n-1): base * 2**n, as documented.
-        wait=tenacity.wait_random_exponential(multiplier=2 * base, max=cap),
+        wait=lambda state: backoff.compute(state.attempt_number),
         before_sleep=before_sleep, sleep=sleep, reraise=True)
     return retry(attempt)
