@@ -9,8 +9,8 @@ a settings class's fields, :func:`settings_from` the settings from what it parse
 line wins over both. ``--help`` shows the variable beside each option. A bad value, from either
 place, or a failed check across options (the dataclass's ``__post_init__`` raising
 :class:`SettingsError`) ends the program with exit status 2 and a usage message that names the
-option or variable and says why. docs/options.md says why this, and not pydantic-settings or
-click.
+option or variable and says why. docs/settings.md says how to add an option, and why this and
+not pydantic-settings or click.
 """
 
 from __future__ import annotations
