@@ -201,9 +201,9 @@ def retrying(
     """Call ``operation`` until it succeeds, sleeping with backoff between failed attempts.
 
     Retries :func:`transient` faults only; any other error is raised at once. Attempt n waits a
-    random share of ``base * 2**n`` seconds, at most ``cap``. ``on_error`` runs
-    after each failure (before the sleep): the place to note that a reply was lost. Gives up
-    with :class:`RetryAborted` only when ``stop`` is set or ``deadline`` (a
+    random share of ``base * 2**n`` seconds, at most ``cap``, and is logged once at WARNING.
+    ``on_error`` runs after each failure (before the sleep): the place to note that a reply was
+    lost. Gives up with :class:`RetryAborted` only when ``stop`` is set or ``deadline`` (a
     ``time.monotonic()`` value) would pass during the next sleep.
     """
     # The first attempt runs outside tenacity: nearly every call succeeds at once, and a Redis
@@ -217,6 +217,8 @@ def retrying(
     failed, attempts = first, 1  # the last failure and its attempt's number, for RetryAborted
 
     def attempt() -> T:
+        # tenacity's attempt 1 is the call that already failed: it raises that failure again,
+        # so that the log, on_error and the backoff count it like any other.
         nonlocal first
         if first is not None:
             replay, first = first, None
