@@ -85,7 +85,7 @@ def make_cluster_client(url: str, *, socket_timeout: float,
 
 def connect(target: RedisTarget | str, *, socket_timeout: float,
             name: str | None = None) -> redis.Redis:
-    """The client the options ask for (:func:`exactsum.options.redis_target`): a cluster client
+    """The client the options ask for (``RedisSettings.redis``): a cluster client
     when ``target.cluster`` is "1" (the URL is a node of one) or a node's URL; otherwise one
     primary, at the URL or wherever the Sentinels say it is (:func:`make_client`)."""
     if isinstance(target, str):

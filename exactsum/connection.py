@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+import tenacity
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
@@ -180,6 +181,16 @@ def transient_reply(exc: redis.ResponseError) -> bool:
     return (reply if marker else text).startswith(TRANSIENT_REPLY_PREFIXES)
 
 
+def transient(exc: BaseException) -> bool:
+    """A fault that waiting may cure (:data:`TRANSIENT_ERRORS`, :func:`transient_reply`); wrong
+    credentials are a ConnectionError too, but do not get better by waiting."""
+    if isinstance(exc, redis.AuthenticationError):
+        return False
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, redis.ResponseError) and transient_reply(exc)
+
+
 def retrying(
     operation: Callable[[], T],
     what: str,
@@ -193,39 +204,55 @@ def retrying(
 ) -> T:
     """Call ``operation`` until it succeeds, sleeping with backoff between failed attempts.
 
+    Retries :func:`transient` faults only; any other error is raised at once. Attempt n waits a
+    random share of ``base * 2**n`` seconds, at most ``cap``, and is logged once at WARNING.
     ``on_error`` runs after each failure (before the sleep): the place to note that a reply was
     lost. Gives up with :class:`RetryAborted` only when ``stop`` is set or ``deadline`` (a
-    ``time.monotonic()`` value) has passed.
+    ``time.monotonic()`` value) would pass during the next sleep.
     """
-    backoff = ExponentialWithJitterBackoff(base=base, cap=cap)
-    attempt = 0
-    while True:
-        try:
-            return operation()
-        except TRANSIENT_ERRORS as exc:
-            if isinstance(exc, redis.AuthenticationError):
-                raise  # wrong credentials do not get better by waiting
-            failed: Exception = exc
-        except redis.ResponseError as exc:
-            if not transient_reply(exc):
-                raise
-            failed = exc
-        attempt += 1
-        delay = backoff.compute(attempt)
-        log.warning(
-            "redis: %s failed (%s: %s); attempt %d, retrying in %.2fs",
-            what,
-            type(failed).__name__,
-            failed,
-            attempt,
-            delay,
-        )
+    # The first attempt runs outside tenacity: nearly every call succeeds at once, and a Redis
+    # round trip should not pay for building a Retrying object (tens of microseconds).
+    try:
+        return operation()
+    except BaseException as exc:
+        if not transient(exc):
+            raise
+        first: BaseException | None = exc
+    failed, attempts = first, 1  # the last failure and its attempt's number, for RetryAborted
+
+    def attempt() -> T:
+        # tenacity's attempt 1 is the call that already failed: it raises that failure again,
+        # so that the log, on_error and the backoff count it like any other.
+        nonlocal first
+        if first is not None:
+            replay, first = first, None
+            raise replay
+        return operation()
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        nonlocal failed, attempts
+        error = state.outcome.exception() if state.outcome else None
+        assert error is not None and state.next_action is not None
+        failed, attempts = error, state.attempt_number
+        delay = state.next_action.sleep
+        log.warning("redis: %s failed (%s: %s); attempt %d, retrying in %.2fs", what,
+                    type(error).__name__, error, state.attempt_number, delay)
         if on_error is not None:
             on_error()
         if deadline is not None and time.monotonic() + delay > deadline:
-            raise RetryAborted(f"{what}: deadline passed after {attempt} attempts") from failed
-        if stop is not None:
-            if stop.wait(delay):
-                raise RetryAborted(f"{what}: stopped after {attempt} attempts") from failed
-        else:
+            raise RetryAborted(f"{what}: deadline passed after {state.attempt_number} "
+                               "attempts") from error
+
+    def sleep(delay: float) -> None:
+        if stop is None:
             time.sleep(delay)
+        elif stop.wait(delay):
+            raise RetryAborted(f"{what}: stopped after {attempts} attempts") from failed
+
+    # The backoff redis-py's own Retry would use: a random share of base * 2**n, at most cap.
+    backoff = ExponentialWithJitterBackoff(base=base, cap=cap)
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(transient),
+        wait=lambda state: backoff.compute(state.attempt_number),
+        before_sleep=before_sleep, sleep=sleep, reraise=True)
+    return retry(attempt)

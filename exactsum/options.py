@@ -1,23 +1,161 @@
-"""Command-line options that can also come from the environment.
+"""Options declared once: each is a field of a frozen settings dataclass, and one builder makes
+the command line and the environment into that dataclass.
 
-Each option names its environment variable; the variable, when set, replaces the default, and a
-flag on the command line wins over both. ``--help`` shows the variable beside each option. A bad
-value, from either place, ends the program with exit status 2 and a usage message that names the
-option or variable and says why.
+A field declared with :func:`option` carries everything about its option: the flag (its name,
+``--block-timeout`` for ``block_timeout``), the environment variable, the default (the field's),
+the parser that checks a value, and the help. :func:`build_parser` makes an argparse parser of
+a settings class's fields, :func:`settings_from` the settings from what it parsed, and
+:func:`parse` does both. The variable, when set, replaces the default, and a flag on the command
+line wins over both. ``--help`` shows the variable beside each option. A bad value, from either
+place, or a failed check across options (the dataclass's ``__post_init__`` raising
+:class:`SettingsError`) ends the program with exit status 2 and a usage message that names the
+option or variable and says why. docs/settings.md says how to add an option, and why this and
+not pydantic-settings or click.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
-from exactsum import transport
-from exactsum.connection import RedisTarget
-from exactsum.keys import Keys
-from exactsum.replication import Replication
-from exactsum.transport import get as transport_named
+T = TypeVar("T")
+S = TypeVar("S", bound="Options")
+# The key of an Option in a dataclass field's metadata.
+OPTION = "exactsum.option"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a settings field is given: see :func:`option`."""
+
+    env: str
+    help: str
+    type: Callable[[str], Any] = str
+    choices: Sequence[str] | None = None
+    tail: bool = False
+
+
+def option(default: T, *, env: str, help: str, type: Callable[[str], Any] = str,
+           choices: Sequence[str] | None = None, tail: bool = False) -> T:
+    """A settings field that is also an option: ``--name-of-field`` and ``env``.
+
+    ``type`` turns a string into the value, raising ``argparse.ArgumentTypeError`` with the
+    reason when it cannot; a bool default makes a ``--flag/--no-flag`` (the variable then takes
+    1/0, true/false, yes/no). ``env`` may name ``{prefix}``, the class's ``ENV_PREFIX``. ``tail``
+    lists the option after the command's own ones in ``--help`` (metrics, transport).
+    """
+    spec = Option(env=env, help=help, type=type, choices=choices, tail=tail)
+    made: T = field(default=default, metadata={OPTION: spec})
+    return made
+
+
+class SettingsError(ValueError):
+    """A check across options failed; the message names the options and says why."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every settings dataclass whose fields are :func:`option` s."""
+
+    PROG: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    # Fills ``{prefix}`` in a variable's name: PRODUCER_METRICS_PORT, CONSUMER_METRICS_PORT.
+    ENV_PREFIX: ClassVar[str] = ""
+
+
+class EnvParser(argparse.ArgumentParser):
+    """An ArgumentParser whose options may take their default from an environment variable."""
+
+    def add_env_option(
+        self,
+        *flags: str,
+        env: str,
+        default: Any,
+        type: Callable[[str], Any] = str,
+        help: str,
+        **kwargs: Any,
+    ) -> None:
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                default = type(raw)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                self.error(f"environment variable {env}: {exc}")
+            # argparse checks the choices of a flag's value, never of a default.
+            choices = kwargs.get("choices")
+            if choices is not None and default not in choices:
+                shown = ", ".join(map(repr, choices))
+                self.error(f"environment variable {env}: invalid choice: {raw!r} "
+                           f"(choose from {shown})")
+        shown = "" if default is None else f" (default: {default})"
+        self.add_argument(
+            *flags, type=type, default=default, help=f"{help}{shown} [env: {env}]", **kwargs
+        )
+
+    def add_env_flag(self, flag_name: str, *, env: str, help: str, default: bool = False) -> None:
+        raw = os.environ.get(env)
+        if raw is not None:
+            try:
+                default = flag(raw)
+            except argparse.ArgumentTypeError as exc:
+                self.error(f"environment variable {env}: {exc}")
+        self.add_argument(
+            flag_name, action=argparse.BooleanOptionalAction, default=default,
+            help=f"{help} [env: {env}]",
+        )
+
+
+def option_fields(cls: type[Options]) -> list[tuple[dataclasses.Field[Any], Option]]:
+    """The option fields of ``cls`` in ``--help`` order: the dataclass's own order (a base
+    class's fields first), the ``tail`` ones last."""
+    found = [(f, f.metadata[OPTION]) for f in dataclasses.fields(cls) if OPTION in f.metadata]
+    return sorted(found, key=lambda pair: pair[1].tail)
+
+
+def add_options(parser: EnvParser, cls: type[Options]) -> None:
+    """Adds an option to ``parser`` for every option field of ``cls``."""
+    for spec_field, spec in option_fields(cls):
+        flag_name = "--" + spec_field.name.replace("_", "-")
+        if "{prefix}" in spec.env and not cls.ENV_PREFIX:
+            raise TypeError(f"{cls.__name__}.{spec_field.name}: {spec.env} needs ENV_PREFIX")
+        env = spec.env.format(prefix=cls.ENV_PREFIX)
+        if isinstance(spec_field.default, bool):
+            parser.add_env_flag(flag_name, env=env, help=spec.help, default=spec_field.default)
+        else:
+            extra = {} if spec.choices is None else {"choices": spec.choices}
+            parser.add_env_option(flag_name, env=env, default=spec_field.default,
+                                  type=spec.type, help=spec.help, **extra)
+
+
+def build_parser(cls: type[Options]) -> EnvParser:
+    """A parser of ``cls``'s options, named ``cls.PROG``; a tool may add plain arguments to it
+    (sub-commands, switches without a variable) before it parses."""
+    parser = EnvParser(prog=cls.PROG or None, description=cls.DESCRIPTION or None)
+    add_options(parser, cls)
+    return parser
+
+
+def settings_from(cls: type[S], parser: argparse.ArgumentParser, args: argparse.Namespace) -> S:
+    """The settings of what ``parser`` parsed; a failed check across options exits 2 through
+    ``parser.error``, like a bad value."""
+    values = {f.name: getattr(args, f.name) for f, _ in option_fields(cls)}
+    try:
+        return cls(**values)
+    except SettingsError as exc:
+        parser.error(str(exc))
+
+
+def parse(cls: type[S], argv: Sequence[str] | None = None) -> S:
+    """``cls`` from the command line (``argv``, default ``sys.argv[1:]``) and the environment."""
+    parser = build_parser(cls)
+    return settings_from(cls, parser, parser.parse_args(argv))
+
+
+# The parsers of values: each raises argparse.ArgumentTypeError saying why a text is wrong.
 
 
 def positive_int(text: str) -> int:
@@ -106,143 +244,9 @@ def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def redis_target(args: argparse.Namespace) -> RedisTarget:
-    """Where Redis is, from the common options (:meth:`EnvParser.add_common_options`)."""
-    return RedisTarget(args.redis_url, args.redis_sentinels or (), args.redis_sentinel_master,
-                       args.redis_cluster)
-
-
 def rq_queue_name(text: str) -> str:
     if not text or any(c in text for c in ":,") or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(
             f"{text!r}: an RQ queue name is non-empty, without ':', ',' or spaces"
         )
     return text
-
-
-class EnvParser(argparse.ArgumentParser):
-    """An ArgumentParser whose options may take their default from an environment variable."""
-
-    def add_env_option(
-        self,
-        *flags: str,
-        env: str,
-        default: Any,
-        type: Callable[[str], Any] = str,
-        help: str,
-        **kwargs: Any,
-    ) -> None:
-        raw = os.environ.get(env)
-        if raw is not None:
-            try:
-                default = type(raw)
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                self.error(f"environment variable {env}: {exc}")
-        shown = "" if default is None else f" (default: {default})"
-        self.add_argument(
-            *flags, type=type, default=default, help=f"{help}{shown} [env: {env}]", **kwargs
-        )
-
-    def add_env_flag(self, flag_name: str, *, env: str, help: str) -> None:
-        raw = os.environ.get(env)
-        default = False
-        if raw is not None:
-            try:
-                default = flag(raw)
-            except argparse.ArgumentTypeError as exc:
-                self.error(f"environment variable {env}: {exc}")
-        self.add_argument(
-            flag_name, action=argparse.BooleanOptionalAction, default=default,
-            help=f"{help} [env: {env}]",
-        )
-
-    def add_common_options(self) -> None:
-        """Options both services share: where Redis is, the key prefix, logging."""
-        self.add_env_option(
-            "--redis-url", env="REDIS_URL", default="redis://localhost:6379/0",
-            help="Redis to use (redis://, rediss:// for TLS, or unix://); credentials come "
-            "from REDIS_USERNAME and REDIS_PASSWORD_FILE or REDIS_PASSWORD, or the URL",
-        )
-        self.add_env_option(
-            "--redis-sentinels", env="REDIS_SENTINELS", default=None, type=sentinel_addresses,
-            help="host:port,... of Redis Sentinels: ask them where the primary is, and follow "
-            "it after a failover (the --redis-url's host and port are then not used; its "
-            "scheme, database and credentials are)",
-        )
-        self.add_env_option(
-            "--redis-sentinel-master", env="REDIS_SENTINEL_MASTER", default="mymaster",
-            help="the name the Sentinels monitor the primary under (with --redis-sentinels)",
-        )
-        self.add_env_option(
-            "--key-prefix", env="KEY_PREFIX", default=Keys().prefix, type=key_prefix,
-            help="prefix of every Redis key",
-        )
-        self.add_cluster_options()
-        self.add_env_option(
-            "--log-level", env="LOG_LEVEL", default="INFO",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level",
-        )
-        self.add_env_option(
-            "--log-format", env="LOG_FORMAT", default="text", choices=["text", "json"],
-            help="log line format",
-        )
-
-    def add_cluster_options(self) -> None:
-        """Redis Cluster, and how many replicas must acknowledge a write (docs/cluster.md)."""
-        self.add_env_option(
-            "--redis-cluster", env="REDIS_CLUSTER", default="", type=cluster_value,
-            help="1: --redis-url is a node of a Redis Cluster and runs are sharded over its "
-            "primaries (native transport only); a redis:// URL: the same, seeded from that node",
-        )
-        self.add_env_option(
-            "--min-replicas", env="MIN_REPLICAS", default=0, type=non_negative_int,
-            help="a write counts only once this many replicas acknowledged it (WAIT after each "
-            "write, on a single primary, under Sentinel and on each cluster node); not "
-            "acknowledged, it is sent again, so a failover loses no write a service was told "
-            "had succeeded (docs/sentinel.md, docs/cluster.md); 0: no WAIT",
-        )
-        self.add_env_option(
-            "--replica-timeout", env="REPLICA_TIMEOUT", default=Replication().timeout_s,
-            type=positive_float,
-            help="seconds to wait for --min-replicas replicas before sending the write again",
-        )
-
-    def check_cluster(self, redis_cluster: str, transport: str) -> None:
-        """The transport must be able to run on a Redis Cluster when one is asked for."""
-        problem = transport_named(transport).cluster_problem() if redis_cluster else None
-        if problem:
-            self.error(f"--redis-cluster with --transport {transport}: {problem}")
-
-    def add_transport_options(self) -> None:
-        """Which queue carries the batches; the producer and its consumers must agree."""
-        self.add_env_option(
-            "--transport", env="TRANSPORT", default=transport.DEFAULT, choices=transport.names(),
-            help="native: a Redis list and this project's scripts; rq: RQ jobs on an RQ queue, "
-            "run by RQ workers (the sum stays exact either way)",
-        )
-        self.add_env_option(
-            "--rq-queue", env="RQ_QUEUE", default="exactsum", type=rq_queue_name,
-            help="the RQ queue's name (with --transport rq)",
-        )
-
-    def check_transport(self, transport: str, prefix: str) -> None:
-        """The transport must be installed, and may allow fewer key prefixes (RQ's job ids carry
-        the prefix)."""
-        chosen = transport_named(transport)
-        missing = chosen.missing()
-        if missing:
-            self.error(f"--transport {transport}: {missing}")
-        problem = chosen.prefix_problem(prefix)
-        if problem:
-            self.error(f"--key-prefix {prefix!r}: {problem}")
-
-    def add_metrics_options(self, port_env: str) -> None:
-        """Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given."""
-        self.add_env_option(
-            "--metrics-port", env=port_env, default=0, type=port,
-            help="serve Prometheus metrics on this port at /metrics (0: off)",
-        )
-        self.add_env_option(
-            "--metrics-addr", env="METRICS_ADDR", default="0.0.0.0",
-            help="address the metrics server listens on",
-        )

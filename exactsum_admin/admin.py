@@ -24,14 +24,15 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
-from exactsum import transport
+from exactsum import options, transport
 from exactsum.cluster import connect, register_scripts
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, non_negative_int, redis_target
+from exactsum.options import EnvParser, non_negative_int
 from exactsum.protocol import ForeignElement, decode
 from exactsum.runs import (
     INCOMPLETE_STATES,
@@ -42,12 +43,19 @@ from exactsum.runs import (
     run_partitions,
 )
 from exactsum.scripts import Moved
+from exactsum.settings import RedisSettings
+
+
+@dataclass(frozen=True)
+class AdminSettings(RedisSettings):
+    """Where Redis is; the sub-commands' arguments are plain ones (:func:`build_parser`)."""
+
+    PROG = "python -m exactsum_admin"
+    DESCRIPTION = "Dead letters: list, requeue, drop."
 
 
 def build_parser() -> EnvParser:
-    parser = EnvParser(prog="python -m exactsum_admin",
-                       description="Dead letters: list, requeue, drop.")
-    parser.add_common_options()
+    parser = options.build_parser(AdminSettings)
     topics = parser.add_subparsers(dest="topic", required=True)
     for name in ("audit", "status"):
         audit_cmd = topics.add_parser(name, help="judge a run again from what Redis holds; "
@@ -87,9 +95,11 @@ def _describe(index: int, raw: bytes) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    keys = Keys(args.key_prefix)
-    client = connect(redis_target(args), socket_timeout=10.0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = options.settings_from(AdminSettings, parser, args)
+    keys = Keys(settings.key_prefix)
+    client = connect(settings.redis, socket_timeout=10.0)
     if args.topic in ("audit", "status"):
         run_id = args.run or args.run_id
         if not run_id:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -27,10 +28,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from exactsum import options
 from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.logs import setup_logging
-from exactsum.options import EnvParser, port, positive_float, positive_int, redis_target
+from exactsum.options import EnvParser, option, port, positive_float, positive_int
+from exactsum.settings import RedisSettings
 from exactsum.signals import stop_on_signals
 from observe.snapshot import Snapshot, take
 
@@ -152,25 +155,27 @@ def create_app(poller: Poller) -> Starlette:
                              Route("/healthz", healthz)])
 
 
+@dataclass(frozen=True)
+class DashboardSettings(RedisSettings):
+    PROG = "python -m observe.dashboard"
+    DESCRIPTION = "A live web page of the queue, the consumers, the runs' sums and the faults."
+
+    host: str = option("127.0.0.1", env="DASHBOARD_HOST", help="address to listen on")
+    port: int = option(8080, env="DASHBOARD_PORT", type=port, help="port to listen on")
+    interval: float = option(1.0, env="DASHBOARD_INTERVAL", type=positive_float,
+                             help="seconds between looks at Redis")
+    runs: int = option(5, env="DASHBOARD_RUNS", type=positive_int,
+                       help="how many of the latest runs to show")
+
+
 def build_parser() -> EnvParser:
-    parser = EnvParser(prog="python -m observe.dashboard",
-                       description="A live web page of the queue, the consumers, the runs' sums "
-                       "and the faults.")
-    parser.add_common_options()
-    add = parser.add_env_option
-    add("--host", env="DASHBOARD_HOST", default="127.0.0.1", help="address to listen on")
-    add("--port", env="DASHBOARD_PORT", default=8080, type=port, help="port to listen on")
-    add("--interval", env="DASHBOARD_INTERVAL", default=1.0, type=positive_float,
-        help="seconds between looks at Redis")
-    add("--runs", env="DASHBOARD_RUNS", default=5, type=positive_int,
-        help="how many of the latest runs to show")
-    return parser
+    return options.build_parser(DashboardSettings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options.parse(DashboardSettings, argv)
     setup_logging(args.log_level, args.log_format, service="dashboard", identity="-")
-    client = connect(redis_target(args), socket_timeout=5.0, name="dashboard")
+    client = connect(args.redis, socket_timeout=5.0, name="dashboard")
     poller = Poller(client, Keys(args.key_prefix), runs=args.runs, interval=args.interval)
     poller.start()
     log.info("dashboard on http://%s:%d/", args.host, args.port)

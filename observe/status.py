@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -25,25 +26,33 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from exactsum import options
 from exactsum.cluster import connect
 from exactsum.connection import CredentialsError, RetryAborted
 from exactsum.keys import Keys
-from exactsum.options import EnvParser, positive_float, positive_int, redis_target
+from exactsum.options import EnvParser, option, positive_float, positive_int, settings_from
+from exactsum.settings import RedisSettings
 from observe.snapshot import ConsumerView, RunView, Snapshot, take
 
 TABLE: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "title_justify": "left",
                          "title_style": "bold"}
 
 
+@dataclass(frozen=True)
+class StatusSettings(RedisSettings):
+    PROG = "python -m observe.status"
+    DESCRIPTION = ("Runs with their progress and verdict, the queue, each consumer with its rate "
+                   "and last heartbeat, and dead letters.")
+
+    runs: int = option(5, env="STATUS_RUNS", type=positive_int,
+                       help="how many of the latest runs to show")
+    interval: float = option(1.0, env="STATUS_INTERVAL", type=positive_float,
+                             help="seconds between redraws with --watch")
+
+
 def build_parser() -> EnvParser:
-    parser = EnvParser(prog="python -m observe.status",
-                       description="Runs with their progress and verdict, the queue, each "
-                       "consumer with its rate and last heartbeat, and dead letters.")
-    parser.add_common_options()
-    parser.add_env_option("--runs", env="STATUS_RUNS", default=5, type=positive_int,
-                          help="how many of the latest runs to show")
-    parser.add_env_option("--interval", env="STATUS_INTERVAL", default=1.0, type=positive_float,
-                          help="seconds between redraws with --watch")
+    parser = options.build_parser(StatusSettings)
+    # How to show it: switches of this command alone, with no variable.
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
     mode.add_argument("--json", action="store_true", help="print one JSON object")
@@ -131,11 +140,13 @@ def render(snap: Snapshot) -> RenderableType:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    keys = Keys(args.key_prefix)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = settings_from(StatusSettings, parser, args)
+    keys = Keys(settings.key_prefix)
     try:
-        client = connect(redis_target(args), socket_timeout=5.0, name="status")
-        snap = take(client, keys, args.runs)
+        client = connect(settings.redis, socket_timeout=5.0, name="status")
+        snap = take(client, keys, settings.runs)
     except (CredentialsError, redis.RedisError, RetryAborted) as exc:
         sys.stderr.write(f"status: error: {type(exc).__name__}: {exc}\n")
         return 2
@@ -156,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with Live(render(snap), console=console, auto_refresh=False) as live:
-            while not stop.wait(args.interval):
-                live.update(_refresh(client, keys, args.runs, snap), refresh=True)
+            while not stop.wait(settings.interval):
+                live.update(_refresh(client, keys, settings.runs, snap), refresh=True)
     except KeyboardInterrupt:
         pass
     return 0

@@ -61,6 +61,10 @@ def test_derived_settings() -> None:
         (producer_settings, ["--transport", "rq", "--key-prefix", "a.b"], {},
          "with --transport rq a key prefix is made of letters"),
         (producer_settings, [], {"PRODUCER_JSON": "maybe"}, "PRODUCER_JSON: 'maybe'"),
+        (consumer_settings, [], {"LOG_LEVEL": "LOUD"},
+         "environment variable LOG_LEVEL: invalid choice: 'LOUD'"),
+        (producer_settings, ["--redis-cluster", "1", "--redis-sentinels", "s1:26379"], {},
+         "--redis-cluster and --redis-sentinels exclude each other"),
     ],
 )
 def test_bad_options_exit_2_with_usage_and_the_reason(

@@ -79,3 +79,41 @@ def test_a_stop_ends_the_wait_between_attempts() -> None:
         retrying(operation, "claim", log, stop=stop, base=5.0, cap=5.0)
     # The 2.5-5 s backoff was cut short by the stop.
     assert time.monotonic() - started < 2.0
+
+
+class FailsThenBreaks:
+    """A transient failure, then an error that waiting cannot fix."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise redis.ConnectionError("reset")
+        raise redis.ResponseError("WRONGTYPE")
+
+
+def test_an_error_that_waiting_cannot_fix_ends_the_retries_too() -> None:
+    operation = FailsThenBreaks()
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        retrying(operation, "x", log, base=0.001, cap=0.001)
+    assert operation.calls == 2
+
+
+def test_transient_error_replies_are_retried_and_others_not() -> None:
+    operation = Flaky(2, redis.ResponseError("NOREPLICAS Not enough good replicas to write."))
+    assert retrying(operation, "x", log, base=0.001, cap=0.001) == "done"
+    assert operation.calls == 3
+
+
+def test_the_wait_grows_with_the_attempts_and_stays_under_the_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    operation = Flaky(6, redis.ConnectionError("down"))
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        retrying(operation, "x", log, base=0.001, cap=0.01)
+    waits = [float(r.getMessage().rsplit(" ", 1)[1].rstrip("s")) for r in caplog.records]
+    assert len(waits) == 6
+    # Attempt n waits at most base * 2**n: 2, 4, 8 ms, then the 10 ms cap.
+    assert all(0 <= w <= min(0.01, 0.001 * 2**n) + 0.005 for n, w in enumerate(waits, 1)), waits
