@@ -133,6 +133,7 @@ class RqPool(ConsumerPool):
             queue=s.rq_queue,
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
+            min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )
         with self._lock:
             self._live.add(slot.name)

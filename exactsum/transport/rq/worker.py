@@ -29,6 +29,7 @@ from rq.job import Job
 from exactsum.connection import RedisTarget, make_client
 from exactsum.keys import Keys
 from exactsum.logs import set_context, setup_logging
+from exactsum.replication import Replication
 from exactsum.transport.failures import FailureInjector
 from exactsum.transport.rq.job import JobContext, install
 
@@ -63,6 +64,9 @@ class WorkerConfig:
     flaky_rate: float
     work_cpu_us: float
     work_io_ms: float
+    # --min-replicas / --replica-timeout: the jobs' scripts are acknowledged by replicas.
+    min_replicas: int = 0
+    replica_timeout: float = 2.0
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -106,7 +110,8 @@ def main() -> int:
     client = make_client(target, socket_timeout=SOCKET_TIMEOUT_S, name=config.name)
     install(JobContext(client, Keys(config.key_prefix), config.consumer_id,
                        FailureInjector(config.fail_rate, config.flaky_rate),
-                       work_cpu_us=config.work_cpu_us, work_io_ms=config.work_io_ms))
+                       work_cpu_us=config.work_cpu_us, work_io_ms=config.work_io_ms,
+                       replication=Replication(config.min_replicas, config.replica_timeout)))
     worker = PoolWorker([Queue(config.queue, connection=client)], connection=client,
                         name=config.name, worker_ttl=WORKER_TTL_S,
                         maintenance_interval=MAINTENANCE_INTERVAL_S)
