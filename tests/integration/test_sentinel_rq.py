@@ -110,6 +110,41 @@ def test_rq_jobs_scripts_are_acknowledged_and_refused_without_a_replica(
     assert client.get(rk.sum) == b"10" and client.get(rk.committed) == b"4"
 
 
+@pytest.mark.timeout(120)
+def test_rq_worker_processes_get_min_replicas_and_wait_for_the_replica(
+    primary_and_replica: tuple[LocalRedis, LocalRedis], key_prefix: str, tmp_path: Path,
+) -> None:
+    """The consumer service passes --min-replicas to its RQ worker processes: with the replica
+    down, a job's commit is carried out but not acknowledged, and the job sends it again until
+    the replica is back; the batch is counted once, on both nodes."""
+    primary, replica = primary_and_replica
+    wait_until(lambda: _linked(replica), 30, "the replica to link up")
+    client = primary.client()
+    keys = Keys(key_prefix)
+    rk = keys.run("wait")
+    create_run(client, keys, RunPlan("wait", 2, 2), "p1", "rq")
+    RqSink(client, keys, "wait", 0, JobOptions(queue=QUEUE), 1).send(
+        [(0, 2, encode("wait", 0, [20, 22]))])
+    replica.kill()
+    services = Services(primary.url, key_prefix, tmp_path)
+    try:
+        consumer = services.consumer(*RQ, "--threads", "1", MIN_REPLICAS="1",
+                                     REPLICA_TIMEOUT="0.3")
+        wait_until(lambda: consumer.stderr.count("commit failed (NotAcknowledged: WAIT: 0 of 1 "
+                                                 "replicas") >= 2, 60,
+                   "a job's commit refused twice for want of a replica")
+        assert client.get(rk.sum) == b"42" and client.get(rk.committed) == b"2"
+        replica.start()
+        wait_until(lambda: replica.client().get(rk.sum) == b"42", 60, "the replica's copy")
+        # The job ends once its commit is acknowledged (its re-send counted nothing).
+        wait_until(lambda: client.llen(RqKeys(QUEUE).queue) == 0
+                   and client.zcard(RqKeys(QUEUE).started) == 0, 60, "the job to finish")
+    finally:
+        services.close()
+    assert client.get(rk.sum) == b"42" and client.get(rk.committed) == b"2"
+    assert client.getbit(rk.done, 0) == 1 and client.hlen(rk.batches) == 0
+
+
 # -- a failover during an RQ run ----------------------------------------------------------------
 
 ITEMS = 200_000
@@ -172,12 +207,18 @@ def test_kill_9_of_the_primary_mid_rq_run_loses_nothing_and_counts_nothing_twice
         wait_until(lambda: committed() >= KILL_AT, 120, f"{KILL_AT} items committed")
         victim = group.primary()
         before_kill = committed()
+        # What the replicas acknowledged before the kill (a write of ours, then WAIT, covers
+        # every commit before it): the failover must not take any of it away.
+        Replication(1, 5.0).barrier(observer, rk.acks, "test_checked_ms")
         victim.kill()
         killed = time.monotonic()
         new_port = group.wait_promoted(victim.port, timeout=60)
         promoted_s = time.monotonic() - killed
         new_primary = group.node(new_port)
-        at_promotion = _on(new_primary, rk.committed) or 0
+        wait_until(lambda: _on(new_primary, rk.committed) is not None, 30,
+                   "the new primary to answer")
+        at_promotion = cast(int, _on(new_primary, rk.committed))
+        assert at_promotion >= before_kill, (at_promotion, before_kill)
         wait_until(lambda: (_on(new_primary, rk.committed) or 0) > at_promotion, 120,
                    "a commit on the new primary")
         first_commit_s = time.monotonic() - killed
