@@ -145,6 +145,41 @@ def test_rq_worker_processes_get_min_replicas_and_wait_for_the_replica(
     assert client.getbit(rk.done, 0) == 1 and client.hlen(rk.batches) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_rq_workers_that_wait_out_a_refusal_of_writes_are_replaced_at_once(
+    own_redis: LocalRedis, key_prefix: str, tmp_path: Path,
+) -> None:
+    """A primary that refuses writes (NOREPLICAS: a new primary before its replica attached)
+    ends RQ's work loop. The worker waits until writes are taken again and exits with status 75,
+    and the pool starts the next one at once, instead of a backoff that had grown with every
+    failed start during the outage; then a run is exact."""
+    client = own_redis.client()
+    services = Services(own_redis.url, key_prefix, tmp_path)
+    try:
+        consumer = services.consumer(*RQ, "--threads", "2")
+        wait_until(lambda: consumer.stderr.count("started (pid") >= 2, 60, "two RQ workers")
+        time.sleep(1.0)  # in their blocking pop
+        client.config_set("min-replicas-to-write", 1)  # no replica: every write is refused
+        try:
+            wait_until(lambda: consumer.stderr.count("NOREPLICAS") >= 2, 60,
+                       "the workers to meet the refusal")
+            time.sleep(3.0)
+        finally:
+            client.config_set("min-replicas-to-write", 0)
+        wait_until(lambda: consumer.stderr.count("exited with status 75") >= 2, 60,
+                   "the workers to exit once writes are taken again")
+        assert "exited with status 1 " not in consumer.stderr, consumer.stderr[-3000:]
+        producer = services.producer(*RQ, "--count", "20000", "--seed", "3", "--batch", "1000")
+        status = producer.wait(timeout=120)
+        report = producer.report()
+        assert status == 0, (report, producer.stderr[-3000:])
+    finally:
+        services.close()
+    assert_exact(report, 20000, random_sum(20000, 3))
+    assert consumer.stderr.count("a new worker starts in 0.0s") >= 2, consumer.stderr[-3000:]
+
+
 # -- a failover during an RQ run ----------------------------------------------------------------
 
 ITEMS = 200_000
