@@ -475,7 +475,7 @@ class Injector(threading.Thread):
         never acknowledged to their consumer, which a failover may legitimately undo)."""
         value = self.committed()
         Replication(self.cluster.min_replicas).barrier(
-            self.client, self.keys.run(self.run_id).meta, "chaos_checked_ms")
+            self.client, self.keys.run(self.run_id).acks, "chaos_checked_ms")
         return value
 
     def _failover(self, outcome: Outcome) -> None:

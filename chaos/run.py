@@ -132,9 +132,7 @@ def _main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     known: tuple[str, ...] = RQ_KINDS if args.transport == "rq" else KINDS
     if args.redis == "sentinel":
-        if args.transport == "rq":
-            build_parser().error("--redis sentinel runs the native transport only")
-        known = SENTINEL_KINDS
+        known = (*SENTINEL_KINDS, "rqworker") if args.transport == "rq" else SENTINEL_KINDS
     kinds = [k.strip() for k in (args.kinds or ",".join(known)).split(",") if k.strip()]
     unknown = set(kinds) - set(known)
     if unknown or not kinds:
@@ -274,7 +272,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         checker = Checker(client, keys, [run_id], interval=args.check_interval,
                           window=args.ttl + args.reclaim_interval + 3.0, snapshot=snapshot,
                           settle=functools.partial(Replication(min_replicas).barrier, client,
-                                                   keys.run(run_id).meta, "chaos_checked_ms")
+                                                   keys.run(run_id).acks, "chaos_checked_ms")
                           if min_replicas else None)
         checker.start()
         producer = cluster.start_producer([

@@ -26,6 +26,9 @@ The layout (prefix ``pc`` by default, see ``KEY_PREFIX``)::
                                            until the batch is resolved (the numbers of a job)
     pc:run:<id>:leases             hash    RQ transport: batch number -> lease, raised each time
                                            a dead worker's job is put back (fences its commit)
+    pc:run:<id>:acks               hash    --min-replicas: a small write of our own before WAIT,
+                                           acknowledging a MULTI/EXEC (RQ transport); on a key
+                                           that no transaction WATCHes
 
 On Redis Cluster (``--redis-cluster``, docs/cluster.md) a run is split into partitions, each named
 by a hash tag, and every key that a script or transaction touches for a partition carries that
@@ -69,6 +72,7 @@ RUN_KEY_SUFFIXES = (
     "dropped",
     "batches",
     "leases",
+    "acks",
 )
 
 
@@ -89,6 +93,7 @@ class RunKeys:
     dropped: str
     batches: str
     leases: str
+    acks: str
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in RUN_KEY_SUFFIXES]

@@ -108,6 +108,15 @@ class Replication:
 NO_REPLICATION = Replication()
 
 
+def replication_of(script: object) -> Replication:
+    """The acknowledgement rule a registered script follows (:class:`AcknowledgedScript`,
+    :class:`exactsum.cluster.AckedScript`); :data:`NO_REPLICATION` for a plain one. For writes
+    that go beside the scripts (an RQ enqueue's MULTI/EXEC) by code that is handed only the
+    scripts."""
+    found = getattr(script, "replication", NO_REPLICATION)
+    return found if isinstance(found, Replication) else NO_REPLICATION
+
+
 class AcknowledgedScript(Script):
     """A script on one primary (at a URL or under Sentinel) whose every call is followed by WAIT
     on its connection (:meth:`Replication.script`); registered by

@@ -65,9 +65,11 @@ class RqTransport(Transport):
     def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
                      meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,
                      count: int) -> bool:
+        from exactsum.replication import replication_of
         from exactsum.transport.rq.requeue import requeue_dead
 
-        return requeue_dead(client, keys, run_id, meta, raw, element, seq, count)
+        return requeue_dead(client, keys, run_id, meta, raw, element, seq, count,
+                            replication_of(scripts.requeue_dead))
 
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,
              settings: ProducerSettings, epoch: int) -> BatchSink:

@@ -11,8 +11,15 @@ retries left (the producer's ``--rq-retries``); on the last attempt the job dead
 batch itself, with the reasons, instead of raising: RQ's failed registry is not where the audit
 looks. Redis errors are retried here with backoff, within the job's RQ timeout.
 
+With ``--min-replicas N`` (Redis Sentinel, docs/sentinel.md) the commit and the dead letter are
+acknowledged like the native transport's: each script call is followed by ``WAIT`` on its
+connection, and one that too few replicas acknowledged is sent again (every script is safe to
+re-send). The ``WAIT`` covers every earlier write of the primary too, RQ's taking of the job
+among them.
+
 The consumer service's worker processes set the job's context up (:func:`install`); a plain
-``rq worker`` started by hand builds it from the environment (``REDIS_URL``, ``KEY_PREFIX``).
+``rq worker`` started by hand builds it from the environment (``REDIS_URL``, ``KEY_PREFIX``,
+``MIN_REPLICAS``, ``REPLICA_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from dataclasses import dataclass, field
 import redis
 from rq import get_current_job
 
+from exactsum.cluster import register_scripts
 from exactsum.connection import make_client, retrying
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
+from exactsum.replication import NO_REPLICATION, Replication
 from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Scripts
 from exactsum.transport.failures import FailureInjector
@@ -48,10 +57,13 @@ class JobContext:
     failures: FailureInjector = field(default_factory=FailureInjector)
     work_cpu_us: float = 0.0
     work_io_ms: float = 0.0
+    replication: Replication = NO_REPLICATION
     scripts: Scripts = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scripts = Scripts.register(self.client)
+        self.scripts = register_scripts(self.client,
+                                        min_replicas=self.replication.min_replicas,
+                                        replica_timeout=self.replication.timeout_s)
 
 
 _context: JobContext | None = None
@@ -70,6 +82,9 @@ def _current(worker_name: str) -> JobContext:
                         socket_timeout=10.0, name=worker_name or "rq-job"),
             Keys(os.environ.get("KEY_PREFIX", Keys().prefix)),
             consumer_id=worker_name or "rq",
+            replication=Replication(int(os.environ.get("MIN_REPLICAS", "0")),
+                                    float(os.environ.get("REPLICA_TIMEOUT",
+                                                         NO_REPLICATION.timeout_s))),
         )
     return _context
 

@@ -3,7 +3,8 @@
 The pool is ``--threads`` processes of ``exactsum.transport.rq.worker`` (RQ's SimpleWorker; see
 there why processes). The consumer service's process watches them: a worker that exits while the
 service runs is dead, its jobs are put back at once (the reclaimer's next pass is woken), and a
-new worker takes its place, after a backoff that grows while workers keep dying young. Workers
+new worker takes its place, after a backoff that grows while workers keep dying young (at once
+when the worker waited out an outage of Redis: a restart, a failover). Workers
 are named ``<consumer id>.w<n>.<k>`` (:class:`~exactsum.keys.PoolWorkerName`), the k-th start
 of slot n, so every consumer can tell whose they are.
 
@@ -30,7 +31,7 @@ from exactsum.connection import RetryAborted, make_client, retrying
 from exactsum.keys import PoolWorkerName
 from exactsum.transport.base import ConsumerContext, ConsumerPool
 from exactsum.transport.rq.reclaimer import RqReclaimer
-from exactsum.transport.rq.worker import CONFIG_ENV, WorkerConfig
+from exactsum.transport.rq.worker import CONFIG_ENV, EXIT_REDIS_BACK, WorkerConfig
 
 log = logging.getLogger("consumer")
 
@@ -105,7 +106,10 @@ class RqPool(ConsumerPool):
             process = slot.process
             if process is not None and process.poll() is not None:
                 lived = now - slot.started_at
-                slot.failures = 0 if lived >= HEALTHY_AFTER_S else slot.failures + 1
+                # A worker that outlived its Redis's outage (it waited until writes were taken
+                # again) is started again at once: its death says nothing about the next one.
+                healthy = lived >= HEALTHY_AFTER_S or process.returncode == EXIT_REDIS_BACK
+                slot.failures = 0 if healthy else slot.failures + 1
                 delay = min(BACKOFF_CAP_S, 0.5 * 2 ** (slot.failures - 1)) if slot.failures else 0
                 delay *= random.uniform(0.5, 1.0)
                 log.error("RQ worker %s (pid %d) exited with status %s after %.1fs; its jobs "
@@ -133,6 +137,7 @@ class RqPool(ConsumerPool):
             queue=s.rq_queue,
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
+            min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
         )
         with self._lock:
             self._live.add(slot.name)

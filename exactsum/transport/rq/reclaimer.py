@@ -38,6 +38,7 @@ from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
+from exactsum.replication import replication_of
 from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
 from exactsum.scripts import DeadLetter, Moved, ReclaimJob, Scripts
 from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
@@ -238,6 +239,9 @@ class RqReclaimer(threading.Thread):
         enqueue_jobs(Queue(options.queue, connection=self.client), tx, self.keys.prefix, run_id,
                      ((seq, _items(element)) for seq, element in orphans), options)
         tx.execute()
+        # With --min-replicas, on the replicas before it counts as done (a failover that lost
+        # it leaves the batches without a job again, and the next stalled pass finds them).
+        replication_of(self.scripts.reclaim_job).barrier(self.client, rk.acks)
         log.warning("run %s: %d unresolved batches had no RQ job any more (their records "
                     "expired or were deleted); enqueued anew: %s", run_id, len(orphans),
                     ", ".join(str(seq) for seq, _ in orphans[:10])

@@ -55,8 +55,10 @@ class RqSink:
                     continue  # the meta changed (a sign of life, or a resume): look again
         # WAIT cannot follow an EXEC in the same round trip through redis-py: a write of our own
         # after it, then WAIT, covers the transaction too (one ordered stream). Also after a
-        # re-send that found its batches pushed, by an attempt whose WAIT fell short.
-        self.replication.barrier(self.client, self.run_keys.meta)
+        # re-send that found its batches pushed, by an attempt whose WAIT fell short. The write
+        # goes to the run's ``acks`` hash, not to the meta: the other producer threads WATCH the
+        # meta, and a write there would make their transactions fail and be redone.
+        self.replication.barrier(self.client, self.run_keys.acks)
         return handled
 
     def _send(self, tx: redis.client.Pipeline, batches: list[tuple[int, int, bytes]]) -> int:
