@@ -28,12 +28,11 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from exactsum.connection import (
-    TRANSIENT_ERRORS,
     RedisTarget,
     RetryAborted,
     make_client,
     retrying,
-    transient_reply,
+    transient,
 )
 from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context, setup_logging
@@ -140,15 +139,10 @@ def main() -> int:
     except redis.RedisError as exc:
         # RQ's clean-up on the way out needs Redis too; RQ has logged the first error already.
         log.error("RQ worker %s stopped: %s: %s", config.name, type(exc).__name__, exc)
-        if _transient(exc) and _wait_for_writes(client, config.name):
+        if transient(exc) and _wait_for_writes(client, config.name):
             return EXIT_REDIS_BACK
         return 1
     return 0
-
-
-def _transient(exc: redis.RedisError) -> bool:
-    return isinstance(exc, TRANSIENT_ERRORS) or (
-        isinstance(exc, redis.ResponseError) and transient_reply(exc))
 
 
 def _wait_for_writes(client: redis.Redis, name: str) -> bool:
