@@ -30,6 +30,7 @@ from typing import Any, cast
 import redis
 
 from exactsum import options, transport
+from exactsum.audit import audit
 from exactsum.cluster import connect, register_scripts
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, non_negative_int
@@ -38,7 +39,6 @@ from exactsum.runs import (
     INCOMPLETE_STATES,
     PRODUCER_SILENCE_S,
     RunPlan,
-    audit,
     pushed_bitmap,
     run_partitions,
 )

@@ -7,7 +7,7 @@ empty list does not exist in Redis and a thread's list comes and goes with each 
 second reads every figure that moves in one MULTI/EXEC, so the figures agree with each other: a
 run's sum, its committed count and its per-consumer counts are written by the same script, and
 a snapshot never shows one without the others. A finished run
-is also judged by :func:`exactsum.runs.audit`, the producer's own audit.
+is also judged by :func:`exactsum.audit.audit`, the producer's own audit.
 
 It needs only read access (the ``observer`` user of :mod:`exactsum_admin.acl`). On a Redis
 Cluster it adds up the partitions of each run (docs/cluster.md).
@@ -22,10 +22,11 @@ from typing import Any, cast
 
 import redis
 
+from exactsum.audit import audit
 from exactsum.cluster import is_cluster
 from exactsum.keys import Keys, RqKeys, partition_of
 from exactsum.protocol import element_items
-from exactsum.runs import FINAL_STATES, RunPlan, audit, partitions_of
+from exactsum.runs import FINAL_STATES, RunPlan, partitions_of
 
 RECENT_DEAD = 3  # newest dead letters shown per list
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from exactsum import transport as transports
+from exactsum.audit import audit, read_progress
 from exactsum.cluster import choose_tags, connect, default_partitions, register_scripts
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_PRODUCER_EVENTS
@@ -27,16 +28,14 @@ from exactsum.keys import Keys
 from exactsum.logs import set_context
 from exactsum.metrics import ProducerMetrics
 from exactsum.replication import NO_REPLICATION, Replication
+from exactsum.retention import expire_run
 from exactsum.runs import (
     Attempt,
     ProducerFenced,
     RunPlan,
     RunRefused,
-    audit,
-    expire_run,
     open_run,
     pushed_bitmap,
-    read_progress,
     set_state_fenced,
 )
 from producer_service import report

@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import redis
 
+from exactsum.audit import read_progress
 from exactsum.keys import Keys
-from exactsum.runs import mark_alive, read_progress
+from exactsum.runs import mark_alive
 
 log = logging.getLogger("producer.progress")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from exactsum.runs import Audit
+from exactsum.audit import Audit
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,11 @@ import redis
 from redis.crc import key_slot
 
 from consumer_service.settings import parse_settings as consumer_settings
+from exactsum.audit import audit, dead_letter_entry
 from exactsum.cluster import AckedScript, choose_tags, register_scripts
 from exactsum.keys import Keys
 from exactsum.protocol import encode
-from exactsum.runs import (
-    RunPlan,
-    audit,
-    create_run,
-    dead_letter_entry,
-    pushed_bitmap,
-    write_partition_metas,
-)
+from exactsum.runs import RunPlan, create_run, pushed_bitmap, write_partition_metas
 from producer_service.settings import parse_settings as producer_settings
 from tests.cluster_harness import (
     ClusterServices,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import redis
 
 from exactsum.keys import Keys
-from exactsum.runs import RunPlan, create_run, expire_finished_runs, set_state
+from exactsum.retention import expire_finished_runs
+from exactsum.runs import RunPlan, create_run, set_state
 
 
 def _finished_run(client: redis.Redis, keys: Keys, run_id: str) -> list[str]:

@@ -9,9 +9,10 @@ import json
 import pytest
 import redis
 
+from exactsum.audit import audit
 from exactsum.keys import Keys
 from exactsum.protocol import encode
-from exactsum.runs import RunPlan, audit, create_run
+from exactsum.runs import RunPlan, create_run
 from exactsum.scripts import Scripts
 
 CONSUMER = "c1"

@@ -19,7 +19,7 @@ import redis
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
-from exactsum.runs import expire_finished_runs
+from exactsum.retention import expire_finished_runs
 from exactsum.scripts import Scripts
 
 log = logging.getLogger("consumer.reclaimer")

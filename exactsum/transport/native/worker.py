@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import redis
 
+from exactsum.audit import dead_letter_entry
 from exactsum.cluster import PartitionDirectory
 from exactsum.connection import RetryAborted, retrying
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
@@ -37,7 +38,6 @@ from exactsum.keys import Keys
 from exactsum.logs import bind_run
 from exactsum.protocol import Batch, ForeignElement, decode
 from exactsum.replication import NO_REPLICATION, NotAcknowledged, Replication
-from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Retry, Scripts
 from exactsum.transport.failures import FailureInjector
 from exactsum.transport.latency import LatencyHistogram

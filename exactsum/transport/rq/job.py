@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 import redis
 from rq import get_current_job
 
+from exactsum.audit import dead_letter_entry
 from exactsum.cluster import register_scripts
 from exactsum.connection import make_client, retrying
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
 from exactsum.replication import NO_REPLICATION, Replication
-from exactsum.runs import dead_letter_entry
 from exactsum.scripts import Commit, DeadLetter, Scripts
 from exactsum.transport.failures import FailureInjector
 from exactsum.transport.work import simulate_work

@@ -34,12 +34,14 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from exactsum.audit import dead_letter_entry
 from exactsum.connection import RetryAborted, retrying
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
 from exactsum.replication import replication_of
-from exactsum.runs import FINAL_STATES, dead_letter_entry, expire_finished_runs
+from exactsum.retention import expire_finished_runs
+from exactsum.runs import FINAL_STATES
 from exactsum.scripts import DeadLetter, Moved, ReclaimJob, Scripts
 from exactsum.transport.rq.jobs import JobOptions, enqueue_jobs
 
