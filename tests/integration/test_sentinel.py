@@ -24,7 +24,7 @@ from exactsum.keys import Keys
 from exactsum.protocol import encode
 from exactsum.replication import Replication
 from exactsum.scripts import Scripts
-from producer_service.pusher import ListSink
+from exactsum.transport.native.sink import ListSink
 from tests.localredis import LocalRedis
 from tests.localsentinel import LocalSentinelGroup
 from tests.procs import Services, assert_exact, numbers_file, wait_until
