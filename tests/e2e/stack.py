@@ -236,18 +236,3 @@ class Stack:
     def wait_committed(self, run_id: str, at_least: int, timeout: float = 90) -> int:
         return wait_for(f"{at_least} items of run {run_id} committed",
                         lambda: (n := self.committed(run_id)) >= at_least and n, timeout)
-
-
-def assert_exact(report: Mapping[str, Any], count: int, expected_sum: int | None = None) -> None:
-    """The producer's verdict, checked field by field rather than trusted; with
-    ``expected_sum`` (the test's own, e.g. ``tests.procs.random_sum``) the sum too."""
-    if expected_sum is not None:
-        assert report["sum"] == expected_sum, (report, expected_sum)
-    assert report["produced"] == count, report
-    assert report["committed"] == count, report
-    assert report["sum"] == report["expected_sum"], report
-    assert report["lost"] == 0, report
-    assert report["duplicated"] == 0, report
-    assert report["dead_lettered"] == 0, report
-    assert sum(report["by_consumer"].values()) == count, report
-    assert report["exact"] is True, report

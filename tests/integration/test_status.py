@@ -100,16 +100,17 @@ def test_status_json_during_and_after_a_run(
 
 @pytest.mark.timeout(60)
 def test_status_tables_and_watch(services: Services, tmp_path: Path) -> None:
-    path, _ = numbers_file(tmp_path, 2_000)
+    path, total = numbers_file(tmp_path, 2_000)
     consumer = services.consumer("--threads", "2")
     consumer_id = services.consumer_id(consumer)
     report = finish(services.producer("--input", str(path), "--batch", "50"))
+    assert_exact(report, 2_000, total)
     shown = subprocess.run([sys.executable, "-m", "observe.status"], capture_output=True,
                            text=True, timeout=30, env=services.env())
     assert shown.returncode == 0, shown.stderr
     assert report["run_id"] in shown.stdout and consumer_id in shown.stdout
     line = next(x for x in shown.stdout.splitlines() if report["run_id"] in x)
-    assert "verified" in line and "exact" in line and f"{report['sum']:,}" in line
+    assert "verified" in line and "exact" in line and f"{total:,}" in line
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
