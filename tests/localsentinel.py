@@ -14,7 +14,6 @@ The Sentinels are ``redis-sentinel`` (Debian's package of that name), or ``redis
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from functools import partial
@@ -23,7 +22,7 @@ from typing import cast
 
 import redis
 
-from tests.localredis import LocalRedis, free_port
+from tests.localredis import LocalRedis, free_port, kill_process, stop_process
 from tests.redisgroup import RedisGroup
 
 HOST = "127.0.0.1"
@@ -74,13 +73,7 @@ class SentinelProcess:
     def stop(self) -> None:
         if self._client is not None:
             self._client.close()
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def log_text(self) -> str:
         try:
@@ -231,8 +224,6 @@ class LocalSentinelGroup(RedisGroup):
     def kill_all(self) -> None:
         """SIGKILL everything (a test that failed half-way)."""
         for sentinel in self.sentinels:
-            if sentinel.process and sentinel.process.poll() is None:
-                sentinel.process.send_signal(signal.SIGKILL)
-                sentinel.process.wait(timeout=10)
+            kill_process(sentinel.process)
         for node in self.nodes:
             node.kill()

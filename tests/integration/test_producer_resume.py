@@ -19,15 +19,7 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
-from tests.procs import (
-    Proc,
-    Services,
-    assert_exact,
-    finish,
-    numbers_file,
-    random_sum,
-    wait_until,
-)
+from tests.procs import Proc, Services, assert_exact, finish, numbers_file, random_sum, wait_until
 
 ITEMS = 1_000_000
 BATCH = 1000
