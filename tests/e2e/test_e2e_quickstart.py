@@ -174,12 +174,13 @@ def test_readme_quick_start_from_a_clean_clone(docker_client: Any, images: dict[
 def test_make_down_after_make_up_rq_leaves_nothing(docker_client: Any, images: dict[str, str],
                                                    tmp_path: Path) -> None:
     project = f"exactsum-e2e-down-{uuid.uuid4().hex[:6]}"
-    env = project_env(project, tmp_path, EXACTSUM_IMAGE_TAG=IMAGE_TAG,
+    env = project_env(project, tmp_path, EXACTSUM_IMAGE_TAG=IMAGE_TAG, PRODUCER_SEED=str(SEED),
                       PRODUCER_COUNT="20000", PRODUCER_BATCH="500", CONSUMER_REPLICAS="2")
     try:
         up = run(["make", "--no-print-directory", "up-rq"], ROOT, env, timeout=400)
         assert up.returncode == 0, shown(up)
         assert up.stdout.strip().splitlines()[-1] == VERDICT, shown(up)
+        assert report_lines(up.stdout)["the sum is"] == str(random_sum(20_000, SEED)), shown(up)
         # What `make down` must remove: the RQ consumers and rq-dashboard keep serving.
         stack = Stack(docker_client, project, {})
         assert {c.labels["com.docker.compose.service"] for c in stack.containers(None)} == {
