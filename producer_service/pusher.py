@@ -1,12 +1,13 @@
 """The producer's thread pool: draws batches from the source and pushes them onto the queue.
 
-Each push carries several batches, so a round trip carries thousands of items: one call of
-``push.lua`` for the native transport, one MULTI transaction of RQ jobs for the RQ transport
-(``exactsum.transport.rq.sink``). Either marks each batch pushed in the run's ``pushed`` bitmap,
-which makes a re-sent push (after a lost reply) a no-op, and stops at the queue's bound, which
-is the backpressure: the thread waits and sends the rest again. Either pushes only while this
-producer's epoch is the run's (:class:`exactsum.runs.ProducerFenced` otherwise): a producer that
-resumed the run since has taken it over, and this one stops.
+Each push carries several batches, so a round trip carries thousands of items, through the
+transport's sink (:meth:`exactsum.transport.base.Transport.sink`): one call of ``push.lua`` for
+the native transport, one MULTI transaction of RQ jobs for the RQ transport. Either marks each
+batch pushed in the run's ``pushed`` bitmap, which makes a re-sent push (after a lost reply) a
+no-op, and stops at the queue's bound, which is the backpressure: the thread waits and sends
+the rest again. Either pushes only while this producer's epoch is the run's
+(:class:`exactsum.runs.ProducerFenced` otherwise): a producer that resumed the run since has
+taken it over, and this one stops.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from exactsum.connection import retrying
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
-from exactsum.keys import Keys, partition_of
 from exactsum.protocol import encode_text
-from exactsum.runs import ProducerFenced
-from exactsum.scripts import Scripts
 from exactsum.transport.base import BatchSink
 from producer_service.source import OutBatch
 
@@ -148,52 +146,6 @@ class Pusher:
             if self.stop.wait(pause):
                 return
             pause = min(pause * 2, 0.05)
-
-
-class ListSink:
-    """The native transport: ``push.lua`` puts elements on the queue list, each batch at most
-    once (the run's ``pushed`` bitmap), and stops at the queue's bound; it checks the run's
-    epoch in the same atomic step.
-
-    On a Redis Cluster (``parts``, the run's partitions) batch ``n`` goes to partition
-    ``n mod len(parts)``: one call of ``push.lua`` per partition, each in its own slot (the
-    epoch is checked in the partition's copy of the meta), and each partition's queue bounded
-    by its share of the bound."""
-
-    def __init__(self, keys: Keys, scripts: Scripts, run_id: str, bound: int,
-                 epoch: int, parts: list[Keys] | None = None) -> None:
-        self.scripts = scripts
-        parts = parts or [keys]
-        self.targets = [[part.queue, part.run(run_id).pushed, part.run(run_id).meta]
-                        for part in parts]
-        self.run_id, self.epoch = run_id, epoch
-        self.bound = max(1, bound // len(parts)) if bound else 0
-
-    def send(self, batches: list[tuple[int, int, bytes]]) -> int:
-        if len(self.targets) == 1:
-            return self._send(0, batches)
-        positions: dict[int, list[int]] = {}
-        for position, (seq, _, _) in enumerate(batches):
-            positions.setdefault(partition_of(seq, len(self.targets)), []).append(position)
-        # The answer is a prefix of ``batches``: up to the first batch a partition had no room
-        # for. Batches of other partitions pushed beyond it are found pushed when re-sent.
-        first_left = len(batches)
-        for part, where in positions.items():
-            handled = self._send(part, [batches[i] for i in where])
-            if handled < len(where):
-                first_left = min(first_left, where[handled])
-        return first_left
-
-    def _send(self, part: int, batches: list[tuple[int, int, bytes]]) -> int:
-        args: list[bytes | int] = [self.bound, self.epoch]
-        for seq, _, element in batches:
-            args += [seq, element]
-        handled = int(self.scripts.push(keys=self.targets[part], args=args))
-        if handled < 0:
-            raise ProducerFenced(f"run {self.run_id!r} was taken over by another producer "
-                                 f"(this producer's epoch {self.epoch} is past); this producer "
-                                 "stops and leaves the run to it")
-        return handled
 
 
 def queue_bound(max_queue_items: int, batch_size: int) -> int:

@@ -14,15 +14,12 @@ one and two).
 from __future__ import annotations
 
 import random
-import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 from tests.localredis import LocalRedis
+from tests.redisgroup import RedisGroup
 
 SLOTS = 16384
 # A node also listens on its port + 10000 (the cluster bus), which must be a port too.
@@ -47,7 +44,7 @@ def _free(port: int) -> bool:
     return True
 
 
-class LocalCluster:
+class LocalCluster(RedisGroup):
     def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 2000,
                  fsync: str = "always", acl_file: Path | None = None,
                  admin: tuple[str, str] | None = None) -> None:
@@ -60,13 +57,11 @@ class LocalCluster:
                 raise ValueError("a cluster with an ACL file needs an admin user")
             acl_args = ["--aclfile", str(acl_file), "--masteruser", username,
                         "--masterauth", password]
-        self.root = Path(tempfile.mkdtemp(prefix="exactsum-cluster-"))
+        super().__init__("exactsum-cluster-")
         self.primaries_n, self.replicas_n = primaries, replicas
-        self.nodes: list[LocalRedis] = []
         for index in range(primaries * (1 + replicas)):
             port = free_cluster_port()
-            data = self.root / f"node{index}"
-            data.mkdir()
+            data = self.node_dir(f"node{index}")
             self.nodes.append(LocalRedis(port, data, fsync=fsync, extra_args=[
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
@@ -99,7 +94,7 @@ class LocalCluster:
         for node in self.nodes[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + timeout
-        self._wait(lambda: all(self._info(n)["cluster_known_nodes"] == str(len(self.nodes))
+        self.until(lambda: all(self._info(n)["cluster_known_nodes"] == str(len(self.nodes))
                                for n in self.nodes), deadline, "every node to know the others")
         for index in range(self.primaries_n):
             primary_id = self.node_id(self.nodes[index])
@@ -111,9 +106,9 @@ class LocalCluster:
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Until every live node says the cluster is ok and every primary has its replicas."""
         deadline = time.monotonic() + timeout
-        self._wait(lambda: all(self._info(n)["cluster_state"] == "ok" for n in self.live()),
+        self.until(lambda: all(self._info(n)["cluster_state"] == "ok" for n in self.live()),
                    deadline, "cluster_state:ok on every node")
-        self._wait(self._replicas_in_sync, deadline, "every primary's replicas to be in sync")
+        self.until(self._replicas_in_sync, deadline, "every primary's replicas to be in sync")
 
     def live(self) -> list[LocalRedis]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
@@ -203,31 +198,3 @@ class LocalCluster:
         raw = node.client().execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
-
-    @staticmethod
-    def _wait(predicate: object, deadline: float, what: str) -> None:
-        while True:
-            try:
-                if predicate():  # type: ignore[operator]
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"local cluster: timed out waiting for {what}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> LocalCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

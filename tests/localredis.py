@@ -24,6 +24,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL, as a crash would (a stopped process dies too), and reap it."""
+    if process and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, and SIGKILL if it has not exited 10 s later."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+
+
 class LocalRedis:
     def __init__(
         self,
@@ -101,18 +118,10 @@ class LocalRedis:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown save, the AOF is all that survives."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def close(self) -> None:
         self.stop()

@@ -14,18 +14,16 @@ The Sentinels are ``redis-sentinel`` (Debian's package of that name), or ``redis
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import cast
 
 import redis
 
-from tests.localredis import LocalRedis, free_port
+from tests.localredis import LocalRedis, free_port, kill_process, stop_process
+from tests.redisgroup import RedisGroup
 
 HOST = "127.0.0.1"
 
@@ -75,13 +73,7 @@ class SentinelProcess:
     def stop(self) -> None:
         if self._client is not None:
             self._client.close()
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
     def log_text(self) -> str:
         try:
@@ -90,16 +82,15 @@ class SentinelProcess:
             return ""
 
 
-class LocalSentinelGroup:
+class LocalSentinelGroup(RedisGroup):
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels on free loopback ports."""
 
     def __init__(self, *, replicas: int = 2, sentinels: int = 3, master: str = "mymaster",
                  down_after_ms: int = 1000, failover_timeout_ms: int = 5000,
                  min_replicas_to_write: int = 0, work_dir: Path | None = None,
                  password: str | None = None) -> None:
+        super().__init__("exactsum-sentinel-", work_dir)
         self.master = master
-        self._own_dir = work_dir is None
-        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="exactsum-sentinel-"))
         # A primary cut off from every replica refuses writes instead of taking writes that
         # the failover would throw away (Redis' min-replicas-to-write).
         self.node_args = (["--min-replicas-to-write", str(min_replicas_to_write),
@@ -107,11 +98,9 @@ class LocalSentinelGroup:
         if password:
             # Every node may become a replica, so every node knows the password of the others.
             self.node_args += ["--requirepass", password, "--masterauth", password]
-        self.nodes: list[LocalRedis] = []
         for i in range(1 + replicas):
-            node_dir = self.work_dir / f"node{i}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(LocalRedis(data_dir=node_dir, extra_args=list(self.node_args),
+            self.nodes.append(LocalRedis(data_dir=self.node_dir(f"node{i}"),
+                                         extra_args=list(self.node_args),
                                          password=password))
         primary_port = self.nodes[0].port
         for node in self.nodes[1:]:
@@ -147,8 +136,8 @@ class LocalSentinelGroup:
             sentinel.start()
         replicas, others = len(self.nodes) - 1, len(self.sentinels) - 1
         for sentinel in self.sentinels:
-            self._until(partial(self._sees, sentinel, replicas, others), deadline,
-                        "every Sentinel to see the replicas and the other Sentinels")
+            self.until(partial(self._sees, sentinel, replicas, others), deadline,
+                       "every Sentinel to see the replicas and the other Sentinels")
 
     def _sees(self, sentinel: SentinelProcess, replicas: int, others: int) -> bool:
         try:
@@ -157,13 +146,6 @@ class LocalSentinelGroup:
             return False
         return (int(cast(int, state.get("num-slaves", 0))) >= replicas
                 and int(cast(int, state.get("num-other-sentinels", 0))) >= others)
-
-    @staticmethod
-    def _until(predicate: Callable[[], bool], deadline: float, what: str) -> None:
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            time.sleep(0.1)
 
     def primary_port(self) -> int | None:
         """The primary's port as the Sentinels' majority names it; None when they disagree or
@@ -233,32 +215,15 @@ class LocalSentinelGroup:
                 return False
             return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
-        self._until(linked, deadline, f"node {node.port} to replicate with its link up")
+        self.until(linked, deadline, f"node {node.port} to replicate with its link up")
 
-    def close(self) -> None:
+    def stop_others(self) -> None:
         for sentinel in self.sentinels:
             sentinel.stop()
-        for node in self.nodes:
-            node.stop()
-        if self._own_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def kill_all(self) -> None:
         """SIGKILL everything (a test that failed half-way)."""
         for sentinel in self.sentinels:
-            if sentinel.process and sentinel.process.poll() is None:
-                sentinel.process.send_signal(signal.SIGKILL)
-                sentinel.process.wait(timeout=10)
+            kill_process(sentinel.process)
         for node in self.nodes:
             node.kill()
-
-    def __enter__(self) -> LocalSentinelGroup:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

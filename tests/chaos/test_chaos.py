@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from chaos import netns
+from chaos.run import write_input
 
 ITEMS = 250_000
 DURATION = 60
@@ -61,6 +62,18 @@ def _chaos_run(tmp_path: Path, seed: int, args: list[str], wait: float) -> dict[
     return result
 
 
+def input_sum(tmp_path: Path, seed: int, items: int) -> int:
+    """The sum of the numbers the harness feeds the producer for ``seed``, computed here: the
+    harness's input is a function of the seed, so a copy written here and summed line by line
+    is the oracle, not the sum the harness reports."""
+    path = tmp_path / "oracle-input.txt"
+    write_input(path, items, seed)
+    with path.open() as numbers:
+        total = sum(int(line) for line in numbers)
+    path.unlink()
+    return total
+
+
 def _seed() -> int:
     return int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**9))
 
@@ -73,7 +86,7 @@ def test_short_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> None:
                         wait=260)
     assert result["committed"] == ITEMS
     assert result["lost"] == 0 and result["duplicated"] == 0
-    assert result["sum"] == result["expected_sum"]
+    assert result["sum"] == result["expected_sum"] == input_sum(tmp_path, seed, ITEMS)
     assert result["checker"]["persistent"] == []
     assert result["checker"]["samples"] > 50
     kinds = {k["kind"]: k for k in result["kinds"]}
@@ -101,7 +114,7 @@ def test_short_rq_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> No
     assert result["transport"] == "rq"
     assert result["committed"] == RQ_ITEMS
     assert result["lost"] == 0 and result["duplicated"] == 0 and result["dead_lettered"] == 0
-    assert result["sum"] == result["expected_sum"]
+    assert result["sum"] == result["expected_sum"] == input_sum(tmp_path, seed, RQ_ITEMS)
     assert result["checker"]["persistent"] == [] and result["checker"]["transient"] == 0
     assert result["checker"]["samples"] > 30
     kinds = {k["kind"]: k for k in result["kinds"]}

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,45 @@ class RunState:
     heartbeats: list[str]
 
 
-class Stack:
+class RunReader(ABC):
+    """A run's figures read from the stack's Redis through ``redis-cli`` in its container (the
+    compose stack and the Swarm stack differ only in how they reach that container)."""
+
+    keys: Keys
+    # How long and how often wait_committed polls: each poll is a `docker exec`.
+    wait_timeout: float = 90
+    wait_every: float = 0.3
+
+    @abstractmethod
+    def redis(self, *args: str) -> list[str]:
+        """``redis-cli --raw ARGS`` in the Redis container: its output's lines."""
+
+    def number(self, key: str) -> int:
+        """An integer key's value; 0 when the key does not exist."""
+        lines = self.redis("GET", key)
+        return int(lines[0]) if lines and lines[0] else 0
+
+    def committed(self, run_id: str) -> int:
+        return self.number(self.keys.run(run_id).committed)
+
+    def reclaimed(self) -> int:
+        """Elements moved back to the queue: from dead consumers, or given back on a stop."""
+        return self.number(self.keys.reclaimed)
+
+    def scan(self, pattern: str) -> list[str]:
+        return [k for k in self.redis("--scan", "--pattern", pattern) if k]
+
+    def heartbeats(self) -> int:
+        """Consumers whose heartbeat is alive."""
+        return len(self.scan(self.keys.heartbeat("*")))
+
+    def wait_committed(self, run_id: str, at_least: int, timeout: float | None = None) -> int:
+        return wait_for(f"{at_least} items of run {run_id} committed",
+                        lambda: (n := self.committed(run_id)) >= at_least and n,
+                        timeout or self.wait_timeout, every=self.wait_every)
+
+
+class Stack(RunReader):
     """One compose project. Its settings are fixed for its life: compose recreates a service
     whose settings change between two commands, which would be a different test."""
 
@@ -192,18 +231,6 @@ class Stack:
                               check=check)
         return result.stdout.splitlines() if result.returncode == 0 else []
 
-    def number(self, key: str) -> int:
-        """An integer key's value; 0 when the key does not exist."""
-        lines = self.redis("GET", key)
-        return int(lines[0]) if lines and lines[0] else 0
-
-    def committed(self, run_id: str) -> int:
-        return self.number(self.keys.run(run_id).committed)
-
-    def reclaimed(self) -> int:
-        """Elements moved back to the queue: from dead consumers, or given back on a stop."""
-        return self.number(self.keys.reclaimed)
-
     def run_state(self, run_id: str) -> RunState:
         rk = self.keys.run(run_id)
         meta_lines = self.redis("HGETALL", rk.meta)
@@ -227,27 +254,6 @@ class Stack:
             dead_items=number(rk.dead_items),
             queued_items=queued_items,
             queued_sum=queued_sum,
-            inflight_keys=[k for k in self.redis("--scan", "--pattern",
-                                                 self.keys.inflight_pattern) if k],
-            heartbeats=[k for k in self.redis("--scan", "--pattern",
-                                              self.keys.heartbeat("*")) if k],
+            inflight_keys=self.scan(self.keys.inflight_pattern),
+            heartbeats=self.scan(self.keys.heartbeat("*")),
         )
-
-    def wait_committed(self, run_id: str, at_least: int, timeout: float = 90) -> int:
-        return wait_for(f"{at_least} items of run {run_id} committed",
-                        lambda: (n := self.committed(run_id)) >= at_least and n, timeout)
-
-
-def assert_exact(report: Mapping[str, Any], count: int, expected_sum: int | None = None) -> None:
-    """The producer's verdict, checked field by field rather than trusted; with
-    ``expected_sum`` (the test's own, e.g. ``tests.procs.random_sum``) the sum too."""
-    if expected_sum is not None:
-        assert report["sum"] == expected_sum, (report, expected_sum)
-    assert report["produced"] == count, report
-    assert report["committed"] == count, report
-    assert report["sum"] == report["expected_sum"], report
-    assert report["lost"] == 0, report
-    assert report["duplicated"] == 0, report
-    assert report["dead_lettered"] == 0, report
-    assert sum(report["by_consumer"].values()) == count, report
-    assert report["exact"] is True, report

@@ -18,7 +18,7 @@ from docker.models.containers import Container
 
 from exactsum.keys import Keys
 
-from .stack import ROOT, compose_env, wait_for
+from .stack import ROOT, RunReader, compose_env
 
 STACK_SCRIPT = ROOT / "scripts" / "stack.sh"
 REDIS_LABEL = "exactsum.redis"
@@ -63,8 +63,10 @@ def one_node_swarm(client: docker.DockerClient) -> Iterator[bool]:
                            capture_output=True, timeout=60, check=False)
 
 
-class SwarmStack:
+class SwarmStack(RunReader):
     """One stack of deploy/stack.yml under its own name; settings fixed for its life."""
+
+    wait_timeout, wait_every = 120, 0.5
 
     def __init__(self, client: docker.DockerClient, name: str, settings: Mapping[str, str]):
         self.client = client
@@ -124,24 +126,6 @@ class SwarmStack:
         text = output.decode()
         assert code == 0, f"redis-cli {' '.join(args)} exited {code}: {text}"
         return text.splitlines()
-
-    def number(self, key: str) -> int:
-        lines = self.redis("GET", key)
-        return int(lines[0]) if lines and lines[0] else 0
-
-    def committed(self, run_id: str) -> int:
-        return self.number(self.keys.run(run_id).committed)
-
-    def reclaimed(self) -> int:
-        return self.number(self.keys.reclaimed)
-
-    def heartbeats(self) -> int:
-        return len([k for k in self.redis("--scan", "--pattern", self.keys.heartbeat("*")) if k])
-
-    def wait_committed(self, run_id: str, at_least: int, timeout: float = 120) -> int:
-        return wait_for(f"{at_least} items of run {run_id} committed",
-                        lambda: (n := self.committed(run_id)) >= at_least and n, timeout,
-                        every=0.5)
 
 
 def write_numbers(path: Path, numbers: list[int]) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .stack import Stack, assert_exact, wait_for
+from tests.procs import assert_exact, random_sum
+
+from .stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +43,17 @@ def dashboard_state(port: str) -> dict[str, Any] | None:
 
 @pytest.mark.timeout(300)
 def test_dashboard_status_and_metrics_agree_with_the_audit(make_stack: Any) -> None:
+    seed = 17  # so that the test knows the run's sum (random_sum)
     stack: Stack = make_stack({"PRODUCER_JSON": "1", "CONSUMER_REPLICAS": "2",
-                               "PRODUCER_COUNT": "200000", "DASHBOARD_INTERVAL": "0.5"})
+                               "PRODUCER_COUNT": "200000", "PRODUCER_SEED": str(seed),
+                               "DASHBOARD_INTERVAL": "0.5"})
     port = stack.env["DASHBOARD_PORT"]
     stack.up()
     producer = stack.container("producer")
     assert stack.wait_exit(producer, 180) == 0
     report = Stack.report(producer)
-    assert_exact(report, 200_000)
+    expected_sum = random_sum(200_000, seed)
+    assert_exact(report, 200_000, expected_sum)
     run_id = report["run_id"]
 
     # The dashboard, from the host: published on the loopback only, and it shows the audit.
@@ -63,13 +68,13 @@ def test_dashboard_status_and_metrics_agree_with_the_audit(make_stack: Any) -> N
         return runs[0] if runs and runs[0]["audit"] else None
 
     run = wait_for("the dashboard to show the audited run", run_seen, timeout=60)
-    assert run["audit"]["exact"] and run["sum"] == report["sum"] == run["expected_sum"]
+    assert run["audit"]["exact"] and run["sum"] == run["expected_sum"] == expected_sum
     assert run["by_consumer"] == report["by_consumer"]
 
     # status, in the dashboard's container.
     shown = stack.compose("exec", "-T", "dashboard", "python", "-m", "observe.status", "--json")
     status = json.loads(shown.stdout)
-    assert [r["sum"] for r in status["runs"] if r["run_id"] == run_id] == [report["sum"]]
+    assert [r["sum"] for r in status["runs"] if r["run_id"] == run_id] == [expected_sum]
 
     # Metrics: each replica serves its own on the same port inside its container, unpublished.
     seen: dict[str, float] = {}

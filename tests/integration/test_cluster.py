@@ -232,8 +232,7 @@ def test_a_million_items_over_a_cluster_with_a_consumer_sigkilled(
     consumers[0].signal(signal.SIGKILL)
     wait_until(lambda: inflight_on_cluster(client, keys, victim_id) == 0, 30, "the reclaim")
     report = finish(producer, timeout=500)
-    assert_exact(report, ITEMS)
-    assert report["sum"] == total
+    assert_exact(report, ITEMS, total)
     reclaimed = sum(int(client.get(keys.partition(tag).reclaimed) or 0)
                     for tag in committed_by_partition(client, keys, "sharded"))
     assert reclaimed > 0
@@ -300,8 +299,7 @@ def test_a_primary_killed_and_failed_over_mid_run_keeps_the_sum_exact(
           "as its replica)")
     fresh_cluster.wait_healthy(120)
     report = finish(producer, timeout=500)
-    assert_exact(report, ITEMS)
-    assert report["sum"] == total
+    assert_exact(report, ITEMS, total)
     assert before < ITEMS, "the kill came after the run had finished"
     retried = [p.name for p in consumers if "failed (" in p.stderr]
     assert retried, "no consumer saw the failover"
@@ -397,8 +395,7 @@ def test_metrics_on_a_cluster_add_the_partitions_up(
 
     wait_until(waiting_and_held, 60, "queued and in-flight batches seen in the metrics")
     report = finish(producer, timeout=150)
-    assert_exact(report, items)
-    assert report["sum"] == total_sum
+    assert_exact(report, items, total_sum)
     final = scrape(port)
     assert metric_total(final, "exactsum_items_committed_total", run="metered") == items
     assert metric_total(final, "exactsum_queue_depth_batches") == 0
@@ -418,8 +415,7 @@ def test_consumers_started_before_any_run_follow_runs_with_new_partitions(
         report = finish(shared_services.producer(
             "--input", str(path), "--batch", "100", "--run-id", run_id, "--partitions",
             partitions, name=f"producer-{run_id}"), timeout=150)
-        assert_exact(report, 30_000)
-        assert report["sum"] == total_sum
+        assert_exact(report, 30_000, total_sum)
     client = cluster_client(shared_services.redis_url)
     by_partition = committed_by_partition(client, shared_services.keys, "second")
     assert len(by_partition) == 7 and min(by_partition.values()) > 0, by_partition
@@ -460,8 +456,7 @@ def test_a_partitioned_run_resumes_exactly_after_its_producer_is_sigkilled(
         assert len(tags) == 4
 
         report = finish(producer(2, "resumed"), timeout=300)
-        assert_exact(report, items)
-        assert report["sum"] == total
+        assert_exact(report, items, total)
         assert report["resumed"] is True and report["epoch"] == 2
         assert at_kill * batch <= int(report["pushed_before"]) < items
         assert run_tags(client, keys, run_id) == tags

@@ -25,7 +25,15 @@ from exactsum_admin.acl import acl_file
 from observe.snapshot import take
 from tests.localredis import LocalRedis
 from tests.observing import status_json
-from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
+from tests.procs import (
+    Services,
+    assert_exact,
+    committed,
+    finish,
+    numbers_file,
+    random_sum,
+    wait_until,
+)
 
 ITEMS, BATCH = 20_000, 20
 
@@ -100,16 +108,17 @@ def test_status_json_during_and_after_a_run(
 
 @pytest.mark.timeout(60)
 def test_status_tables_and_watch(services: Services, tmp_path: Path) -> None:
-    path, _ = numbers_file(tmp_path, 2_000)
+    path, total = numbers_file(tmp_path, 2_000)
     consumer = services.consumer("--threads", "2")
     consumer_id = services.consumer_id(consumer)
     report = finish(services.producer("--input", str(path), "--batch", "50"))
+    assert_exact(report, 2_000, total)
     shown = subprocess.run([sys.executable, "-m", "observe.status"], capture_output=True,
                            text=True, timeout=30, env=services.env())
     assert shown.returncode == 0, shown.stderr
     assert report["run_id"] in shown.stdout and consumer_id in shown.stdout
     line = next(x for x in shown.stdout.splitlines() if report["run_id"] in x)
-    assert "verified" in line and "exact" in line and f"{report['sum']:,}" in line
+    assert "verified" in line and "exact" in line and f"{total:,}" in line
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
@@ -153,10 +162,12 @@ def test_status_with_the_read_only_observer_user(key_prefix: str, tmp_path: Path
             return {"REDIS_USERNAME": user, "REDIS_PASSWORD": passwords[user]}
 
         services.consumer("--threads", "2", **creds("consumer"))
-        report = finish(services.producer("--count", "2000", "--batch", "100",
+        report = finish(services.producer("--count", "2000", "--batch", "100", "--seed", "3",
                                           **creds("producer")))
+        expected_sum = random_sum(2000, 3)
+        assert_exact(report, 2000, expected_sum)
         snap = status_json(services, **creds("observer"))
-        assert run_of(snap)["sum"] == report["sum"] and run_of(snap)["audit"]["exact"]
+        assert run_of(snap)["sum"] == expected_sum and run_of(snap)["audit"]["exact"]
         observer = redis.Redis(host="127.0.0.1", port=server.port, username="observer",
                                password=passwords["observer"], socket_timeout=5)
         with pytest.raises(redis.exceptions.NoPermissionError):

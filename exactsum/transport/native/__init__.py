@@ -26,10 +26,8 @@ class NativeTransport(Transport):
 
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,
              settings: ProducerSettings, epoch: int) -> BatchSink:
-        # The list sink stays beside the producer's pusher for now (the producer's push is
-        # being reworked there); it is only this transport's.
         from exactsum.runs import run_partitions
-        from producer_service.pusher import ListSink
+        from exactsum.transport.native.sink import ListSink
 
         # On a Redis Cluster the run's partitions, as its meta records them.
         return ListSink(keys, scripts, run_id, bound, epoch,
