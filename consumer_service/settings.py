@@ -44,6 +44,7 @@ class ConsumerSettings:
     metrics_addr: str
     transport: str
     rq_queue: str
+    counters_file: str | None = None
 
     @property
     def redis(self) -> RedisTarget:
@@ -104,6 +105,9 @@ def build_parser() -> EnvParser:
     add("--stats-file", env="CONSUMER_STATS_FILE", default=None,
         help="at exit, write to FILE a JSON summary: items committed and push-to-commit "
         "latency percentiles (for benchmarks)")
+    add("--counters-file", env="CONSUMER_COUNTERS_FILE", default=None,
+        help="keep in FILE, as JSON, counts of what happened (retries, fenced commits, "
+        "reclaims, ...; docs/counters.md), rewritten within 0.1 s of each and at exit")
     parser.add_metrics_options("CONSUMER_METRICS_PORT")
     parser.add_transport_options()
     return parser

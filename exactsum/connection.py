@@ -28,6 +28,8 @@ from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from exactsum import counters
+from exactsum.counters import Event
 from exactsum.replication import NotAcknowledged
 
 T = TypeVar("T")
@@ -208,6 +210,7 @@ def retrying(
             failed = exc
         attempt += 1
         delay = backoff.compute(attempt)
+        counters.incr(Event.REDIS_RETRY)
         log.warning(
             "redis: %s failed (%s: %s); attempt %d, retrying in %.2fs",
             what,

@@ -34,7 +34,9 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from exactsum import counters
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
@@ -147,9 +149,11 @@ class RqReclaimer(threading.Thread):
         )
         status = ReclaimJob(int(reply))
         if status == ReclaimJob.REQUEUED:
+            counters.incr(Event.RQ_JOBS_PUT_BACK)
             log.warning("job %s: its worker %s is dead; put back on the queue (lease %s)",
                         job_id, worker, lease)
         elif status == ReclaimJob.DEAD_LETTERED:
+            counters.incr(Event.BATCH_DEAD_LETTERED)
             log.error("job %s: its worker %s is dead and it has no retries left; its batch "
                       "(%d items) is dead-lettered", job_id, worker, items)
         return 0 if status == ReclaimJob.NOTHING else 1
@@ -238,6 +242,7 @@ class RqReclaimer(threading.Thread):
         enqueue_jobs(Queue(options.queue, connection=self.client), tx, self.keys.prefix, run_id,
                      ((seq, _items(element)) for seq, element in orphans), options)
         tx.execute()
+        counters.incr(Event.RQ_ORPHANS_REQUEUED, len(orphans))
         log.warning("run %s: %d unresolved batches had no RQ job any more (their records "
                     "expired or were deleted); enqueued anew: %s", run_id, len(orphans),
                     ", ".join(str(seq) for seq, _ in orphans[:10])
