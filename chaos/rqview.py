@@ -25,7 +25,6 @@ import os
 import signal
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,12 +33,9 @@ import redis
 from chaos.checker import RunState, Snapshot, bits, run_args, runs_lua
 from chaos.cluster import Slot
 from chaos.faults import Injector, Outcome
+from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.runs import RunPlan
-
-# What an RQ job logs when its commit is refused (exactsum/transport/rq/job.py).
-RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already resolved; not "
-                  "counted again")
 
 # HELD: an execution in RQ's StartedJobRegistry holds a batch only while the batch is unresolved.
 # A worker that dies after its commit and before RQ's own bookkeeping (a Redis kill does it)
@@ -108,8 +104,6 @@ def _parent_pid(pid: int) -> int | None:
 
 
 class RqInjector(Injector):
-    fence_marks = RQ_FENCE_MARKS
-
     def __init__(self, *args: Any, queue: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rq = RqKeys(queue)
@@ -173,12 +167,9 @@ class RqInjector(Injector):
             outcome.notes.append("found no RQ worker of it running a job")
             return
         worker, pid, members = target
-        name = PoolWorkerName.parse(worker)
-        assert name is not None
-        successor = f"RQ worker {replace(name, start=name.start + 1)} "
-        put_back = f"its worker {worker} is dead"
-        logs = [s.current for s in self.cluster.slots]
-        before = sum(g.count(put_back) for g in logs)
+        gens = [s.current for s in self.cluster.slots]
+        put_back_before = sum(g.counter(Event.RQ_JOBS_PUT_BACK) for g in gens)
+        started_before = gen.counter(Event.RQ_WORKER_STARTED)
         killed = time.monotonic()
         try:
             os.kill(pid, signal.SIGKILL)
@@ -192,10 +183,14 @@ class RqInjector(Injector):
             outcome.failure = f"the jobs of the dead worker {worker} were not put back"
             return
         outcome.recover_s = time.monotonic() - killed
-        # Landed if the worker died holding a job: one consumer put it back, saying so.
+        # Landed if the worker died holding a job: one consumer put a job back (episodes run
+        # one at a time: no other worker died meanwhile).
         outcome.landed = self._poll(
-            lambda: sum(g.count(put_back) for g in logs) > before, 5.0) is not None
-        if self._poll(lambda: successor in gen.log_text(), 30.0) is None:
+            lambda: sum(g.counter(Event.RQ_JOBS_PUT_BACK) for g in gens) > put_back_before,
+            5.0) is not None
+        # Its consumer starts a worker in its place (the slot's next start).
+        if self._poll(lambda: gen.counter(Event.RQ_WORKER_STARTED) > started_before,
+                      30.0) is None:
             if gen.popen.poll() is None:
                 outcome.failure = f"no RQ worker started in place of {worker} within 30 s"
         else:

@@ -308,7 +308,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         result.elapsed_s = time.monotonic() - started
         result.consumer_exits = cluster.stop_consumers(grace=5)
         judge(result, cluster, client, keys, run_id, kinds, outcomes, final is not None,
-              snapshot, injector.fence_marks)
+              snapshot)
     except KeyboardInterrupt:
         log.error("interrupted; logs and Redis data are in %s", workdir)
         if injector is not None:
@@ -338,8 +338,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
 
 def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys, run_id: str,
           kinds: list[str], outcomes: list[Outcome], sampled: bool,
-          snapshot: SnapshotFn = take_snapshot,
-          fence_marks: tuple[str, ...] = Injector.fence_marks) -> None:
+          snapshot: SnapshotFn = take_snapshot) -> None:
     """The verdict, from the harness' own figures and Redis' records, never from one alone."""
     fail = result.failures.append
     report = cluster.producer_report()
@@ -411,8 +410,7 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     for name, status in result.consumer_exits.items():
         if status != 0:
             fail(f"consumer {name} exited {status} on SIGTERM at the end")
-    result.refusals_logged = sum(g.count(*fence_marks) for s in cluster.slots
-                                 for g in s.generations)
+    result.refusals_logged = sum(g.refused() for s in cluster.slots for g in s.generations)
 
 
 if __name__ == "__main__":

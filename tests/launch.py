@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from signal import SIGCONT, SIGKILL, SIGTERM
 from typing import IO, Any
 
 from exactsum import counters
@@ -86,11 +86,11 @@ class Launched:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signum)
 
-    def stop(self, timeout: float = 15.0, signum: int = signal.SIGTERM) -> int:
+    def stop(self, timeout: float = 15.0, signum: int = SIGTERM) -> int:
         """``signum`` (after a SIGCONT, in case it is stopped) to the process; SIGKILL to its
         session if it lingers past ``timeout``. Its exit status."""
         if self.popen.poll() is None:
-            self.signal(signal.SIGCONT)
+            self.signal(SIGCONT)
             self.signal(signum)
             try:
                 return self.popen.wait(timeout=timeout)
@@ -100,8 +100,8 @@ class Launched:
 
     def kill(self) -> int:
         """SIGKILL to the process' session (itself and whatever it started); its status."""
-        self.signal_session(signal.SIGKILL)
-        self.signal(signal.SIGKILL)
+        self.signal_session(SIGKILL)
+        self.signal(SIGKILL)
         return self.popen.wait(timeout=10)
 
     @property
