@@ -21,6 +21,8 @@ consumer service started a worker in its place.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import signal
 import time
@@ -30,9 +32,10 @@ from typing import Any, cast
 
 import redis
 
-from chaos.checker import RunState, Snapshot, bits, run_args, runs_lua
+from chaos.checker import RunState, Snapshot, SnapshotFn, bits, run_args, runs_lua
 from chaos.cluster import Slot
-from chaos.faults import Injector, Outcome
+from chaos.faults import RQ_KINDS, Injector, Outcome
+from chaos.transports import TransportView
 from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.runs import RunPlan
@@ -195,3 +198,29 @@ class RqInjector(Injector):
                 outcome.failure = f"no RQ worker started in place of {worker} within 30 s"
         else:
             outcome.back_s = time.monotonic() - killed
+
+
+class RqView(TransportView):
+    """Chaos over the RQ transport (``--transport rq``): RQ worker kills too; no Sentinel."""
+
+    kinds = RQ_KINDS
+    sentinel_kinds = ()
+
+    def consumer_args(self, args: argparse.Namespace) -> list[str]:
+        return ["--transport", self.name, "--rq-queue", args.rq_queue]
+
+    def producer_args(self, args: argparse.Namespace) -> list[str]:
+        # Reclaims of dead workers' jobs spend RQ retries too, as flaky failures do: as many
+        # as the native consumers' attempts, so that no batch is dead-lettered.
+        return ["--transport", self.name, "--rq-queue", args.rq_queue, "--rq-retries",
+                str(max(0, args.max_attempts - 1))]
+
+    def snapshot(self, args: argparse.Namespace) -> SnapshotFn:
+        return functools.partial(take_rq_snapshot, queue=args.rq_queue)
+
+    def injector(self, args: argparse.Namespace, *injector_args: Any,
+                 **injector_kwargs: Any) -> Injector:
+        return RqInjector(*injector_args, queue=args.rq_queue, **injector_kwargs)
+
+
+VIEW = RqView("rq")
