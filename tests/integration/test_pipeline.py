@@ -202,6 +202,7 @@ def test_redis_killed_and_restarted_mid_run(
         # Each attempt counted (and logged) while Redis was down.
         assert consumer.counter(Event.REDIS_RETRY) >= 1, consumer.counters()
     assert producer.counter(Event.REDIS_RETRY) >= 1, producer.counters()
+    assert report["counters"][Event.REDIS_RETRY] >= 1, report  # the report carries them too
 
 
 @pytest.mark.timeout(120)
