@@ -37,8 +37,9 @@ class Services:
         return Keys(self.key_prefix)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(REDIS_URL=self.redis_url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO",
-                         **extra)
+        settings = {"REDIS_URL": self.redis_url, "KEY_PREFIX": self.key_prefix,
+                    "LOG_LEVEL": "INFO"}
+        return clean_env(**{**settings, **extra})
 
     def _start(self, name: str, module: str, args: list[str], stdin: Any = None,
                **env: str) -> Proc:
