@@ -10,7 +10,6 @@ writes its push-to-commit latency to a ``--stats-file``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from bench import procs, server
 from exactsum.keys import Keys
 from exactsum.transport.latency import LatencyHistogram
+from tests.launch import Launched, clean_env, launch
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,6 @@ class OursConfig:
         return text
 
 
-def _env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PRODUCER_", "CONSUMER_", "REDIS_URL", "KEY_PREFIX"))}
-    env.update(REDIS_URL=url, LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
-    return env
-
-
 def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         timeout: float = 300.0, profile: bool = False) -> dict[str, Any]:
     """One run; with ``profile``, py-spy samples the producer and the first consumer into
@@ -75,17 +68,17 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
                               "fsync": fsync}
     redis_server = (server.start_cluster(cfg.primaries, cfg.replicas, fsync) if cfg.primaries
                     else server.start(fsync))
-    consumers: list[procs.Proc] = []
-    producer: procs.Proc | None = None
+    consumers: list[Launched] = []
+    producer: Launched | None = None
     try:
-        env = _env(redis_server.url)
+        env = clean_env(REDIS_URL=redis_server.url, LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         if cfg.primaries:
             env.update(REDIS_CLUSTER="1", MIN_REPLICAS=str(cfg.min_replicas))
         client = server.client_of(redis_server)
         stats_files = [workdir / f"consumer{i}.stats.json" for i in range(cfg.consumers)]
         for i, stats in enumerate(stats_files):
-            args = [procs.PYTHON, "-m", "consumer_service", "--threads", str(cfg.threads),
-                    "--block-timeout", "0.2", "--stats-file", str(stats)]
+            args = ["--threads", str(cfg.threads), "--block-timeout", "0.2", "--stats-file",
+                    str(stats)]
             if cfg.work_cpu_us:
                 args += ["--work-cpu-us", str(cfg.work_cpu_us)]
             if cfg.work_io_ms:
@@ -93,20 +86,20 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
             if cfg.max_claim is not None:
                 args += ["--max-claim", str(cfg.max_claim)]
             args += ["--transport", cfg.transport]
-            consumers.append(procs.Proc(f"consumer{i}", args, env, workdir))
+            consumers.append(launch(f"consumer{i}", "consumer_service", args, env, workdir,
+                                    stdout=False))
         _wait_registered(client, cfg.consumers, consumers)
         if cfg.transport == "rq":
             _wait_rq_workers(client, cfg.consumers * cfg.threads, consumers)
         spies = [_py_spy(consumers[0], workdir, env)] if profile else []
         cpu_redis_before = server.cpu_seconds_of(redis_server)
-        producer_args = [procs.PYTHON, "-m", "producer_service", "--json",
-                         "--count", str(cfg.items), "--batch", str(cfg.batch),
+        producer_args = ["--json", "--count", str(cfg.items), "--batch", str(cfg.batch),
                          "--seed", str(cfg.seed), "--threads", str(cfg.producer_threads),
                          "--timeout", str(timeout), "--progress-interval", "60",
                          "--transport", cfg.transport]
         if cfg.rate:
             producer_args += ["--rate", str(cfg.rate)]
-        producer = procs.Proc("producer", producer_args, env, workdir, stdout=True)
+        producer = launch("producer", "producer_service", producer_args, env, workdir)
         if profile:
             spies.append(_py_spy(producer, workdir, env))
         sampler = None
@@ -121,7 +114,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         status = producer.wait(timeout=timeout + 60)
         if sampler is not None:
             result["rss_samples"] = sampler.finish()
-        report = _last_json(producer.stdout())
+        report = producer.report()
         result["cpu_s"] = {
             "producer": round(cpu_producer, 3),
             "consumers": round(sum(procs.cpu_seconds(c.pid) or 0.0 for c in consumers), 3),
@@ -139,7 +132,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         result["latency"] = {k: v for k, v in latency.summary().items() if k != "buckets"}
         if report is None:
             result.update(exact=False, error=f"producer exit {status}, no report: "
-                          f"{producer.stderr_tail()}")
+                          f"{producer.stderr[-2000:]}")
             return result
         result.update(
             exact=bool(report["exact"]) and status == 0,
@@ -151,7 +144,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
                                             "stale_commits")},
         )
         if status != 0:
-            result["error"] = f"producer exit {status}: {producer.stderr_tail()}"
+            result["error"] = f"producer exit {status}: {producer.stderr[-2000:]}"
         return result
     finally:
         for proc in [*consumers, *([producer] if producer else [])]:
@@ -159,7 +152,7 @@ def run(cfg: OursConfig, workdir: Path, fsync: str = server.DEFAULT_FSYNC,
         redis_server.close()
 
 
-def _py_spy(target: procs.Proc, workdir: Path, env: dict[str, str]) -> procs.Proc:
+def _py_spy(target: Launched, workdir: Path, env: dict[str, str]) -> procs.Proc:
     """py-spy (the bench extra) recording ``target`` until it exits."""
     return procs.Proc(f"{target.name}-py-spy",
                       [procs.tool("py-spy") or "py-spy", "record", "--format", "raw",
@@ -167,29 +160,20 @@ def _py_spy(target: procs.Proc, workdir: Path, env: dict[str, str]) -> procs.Pro
                        str(workdir / f"{target.name}.pyspy.txt")], env, workdir)
 
 
-def _wait_rq_workers(client: Any, count: int, consumers: list[procs.Proc]) -> None:
+def _wait_rq_workers(client: Any, count: int, consumers: list[Launched]) -> None:
     """RQ workers start after their consumer service registers: wait for all of them too."""
     _wait_registered(client, count, consumers, size=lambda: int(client.scard("rq:workers")))
 
 
-def _wait_registered(client: Any, count: int, consumers: list[procs.Proc],
+def _wait_registered(client: Any, count: int, consumers: list[Launched],
                      size: Any = None) -> None:
     deadline = time.monotonic() + 30
     key = Keys().consumers
     while int(size() if size else client.zcard(key)) < count:
         for consumer in consumers:
             if not consumer.alive():
-                raise RuntimeError(f"{consumer.name} exited: {consumer.stderr_tail()}")
+                raise RuntimeError(f"{consumer.name} exited: {consumer.stderr[-2000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError("consumers did not register within 30 s")
         time.sleep(0.02)
 
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    lines = text.strip().splitlines()
-    if not lines:
-        return None
-    try:
-        return dict(json.loads(lines[-1]))
-    except ValueError:
-        return None

@@ -4,17 +4,15 @@ A slot is a place for one consumer process at a time; when its consumer is SIGKI
 replacement starts in the same slot (a new process with a new consumer id). A slot with a
 :class:`~chaos.netns.Link` runs its consumer inside that link's network namespace, reaching
 Redis over the veth pair; the other slots share Redis' namespace and use 127.0.0.1.
-Every process writes its own log file in the run's directory; the fault checks read them.
+Every process writes its own log file and counters file (tests/launch.py) in the run's
+directory; the fault checks read the counters (exactsum.counters), the logs are for people.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from typing import Any
 
 from chaos.netns import Link, exec_prefix
 from exactsum.connection import RedisTarget
+from exactsum.counters import Event
+from tests.launch import Launched, clean_env, launch, parse_report
 from tests.localredis import LocalRedis
 from tests.localsentinel import LocalSentinelGroup
 
@@ -31,20 +31,28 @@ from tests.localsentinel import LocalSentinelGroup
 class Generation:
     """One consumer process of a slot."""
 
-    popen: subprocess.Popen[bytes]
-    log_path: Path
+    process: Launched
     id_path: Path
     consumer_id: str = ""
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        return self.process.popen
 
-    def count(self, *needles: str) -> int:
-        text = self.log_text()
-        return sum(text.count(n) for n in needles)
+    def log_text(self) -> str:
+        return self.process.stdout
+
+    def counter(self, event: Event) -> int:
+        return self.process.counter(event)
+
+    def refused(self) -> int:
+        """Its commits refused so far: fenced (reclaimed from it) or already counted."""
+        counts = self.process.counters()
+        return counts[Event.COMMIT_FENCED] + counts[Event.COMMIT_ALREADY_COUNTED]
+
+    def retries(self) -> int:
+        """Its Redis commands retried so far (each attempt)."""
+        return self.counter(Event.REDIS_RETRY)
 
 
 @dataclass
@@ -78,7 +86,6 @@ class Cluster:
         self.slots = [Slot(i, links[i] if i < len(links) else None) for i in range(consumers)]
         self.producer: subprocess.Popen[bytes] | None = None
         self.producer_out = workdir / "producer.out"
-        self.producer_log = workdir / "producer.log"
         self.producer_args: list[str] = []
         self.producers: list[subprocess.Popen[bytes]] = []  # every producer started, in order
         # Set by the producer fault from before its kill until the resumed producer runs: the
@@ -87,9 +94,7 @@ class Cluster:
         self.lock = threading.Lock()
 
     def env(self, url: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PRODUCER_", "CONSUMER_", "REDIS_", "KEY_PREFIX"))}
-        env.update(REDIS_URL=url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO")
+        env = clean_env(REDIS_URL=url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO")
         if self.sentinel is not None:
             env.update(REDIS_SENTINELS=self.sentinel.addresses_text,
                        REDIS_SENTINEL_MASTER=self.sentinel.master,
@@ -110,17 +115,14 @@ class Cluster:
 
     def start_consumer(self, slot: Slot, wait: float = 20.0) -> Generation:
         n = len(slot.generations)
-        log_path = self.workdir / f"consumer-{slot.index}-{n}.log"
         id_path = self.workdir / f"consumer-{slot.index}-{n}.id"
         prefix = exec_prefix(slot.link.namespace) if slot.link else []
-        with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "consumer_service", "--id-file", str(id_path),
-                 *self.consumer_args],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                env=self.env(self.url_for(slot)),
-            )
-        generation = Generation(popen, log_path, id_path)
+        process = launch(f"consumer-{slot.index}-{n}", "consumer_service",
+                         ["--id-file", str(id_path), *self.consumer_args],
+                         self.env(self.url_for(slot)), self.workdir, merge_stderr=True,
+                         prefix=prefix)
+        popen = process.popen
+        generation = Generation(process, id_path)
         with self.lock:
             slot.generations.append(generation)
         deadline = time.monotonic() + wait
@@ -139,15 +141,13 @@ class Cluster:
     def start_producer(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.producer_args = args
         n = len(self.producers)
-        if n:  # a resumed producer: its own files; the last one's report is the run's
-            self.producer_out = self.workdir / f"producer-{n}.out"
-            self.producer_log = self.workdir / f"producer-{n}.log"
-        with self.producer_out.open("wb") as out, self.producer_log.open("wb") as err:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "producer_service", "--json", *args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                env=self.env(f"redis://127.0.0.1:{self.server.port}/0"),
-            )
+        # A resumed producer has its own files; the last one's report is the run's.
+        process = launch(f"producer-{n}" if n else "producer", "producer_service",
+                         ["--json", *args], self.env(f"redis://127.0.0.1:{self.server.port}/0"),
+                         self.workdir)
+        assert process.stdout_path is not None
+        self.producer_out = process.stdout_path
+        popen = process.popen
         with self.lock:
             self.producers.append(popen)
             self.producer = popen
@@ -164,12 +164,9 @@ class Cluster:
                 self.producer is not None and self.producer.poll() is None)
 
     def producer_report(self) -> dict[str, Any]:
-        lines = self.producer_out.read_text(errors="replace").strip().splitlines()
-        if not lines:
-            return {}
         try:
-            return dict(json.loads(lines[-1]))
-        except ValueError:
+            return parse_report(self.producer_out.read_text(errors="replace")) or {}
+        except OSError:
             return {}
 
     def consumer_ids(self) -> dict[str, str]:

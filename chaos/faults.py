@@ -68,9 +68,6 @@ WEIGHTS = {"sigkill": 3, "sigstop": 3, "redis": 2, "partition": 2, "rqworker": 3
 # After a failover the old primary takes up to ~15 s to be made a replica (Sentinel looks at
 # a returning node every 10 s): the next one waits for that.
 FAILOVER_SPACING_S = 25.0
-# What a late returner logs when its commit is refused (exactsum/transport/native/worker.py).
-FENCE_MARKS = ("reclaimed from us while we were away", "was already counted")
-RETRY_MARK = "retrying in"
 
 T = TypeVar("T")
 
@@ -177,9 +174,6 @@ def spread(values: list[float]) -> str:
 
 
 class Injector(threading.Thread):
-    # What a consumer logs when a late commit of its is refused; the RQ injector has its own.
-    fence_marks = FENCE_MARKS
-
     def __init__(self, cluster: Cluster, netns: Namespaces | None, keys: Keys, run_id: str,
                  items: int, episodes: list[Episode], *, ttl: float, reclaim_interval: float,
                  threads: int) -> None:
@@ -383,8 +377,8 @@ class Injector(threading.Thread):
         outcome.victim = f"{slot.name} {gen.consumer_id}"
         held, alive = self._wait_holding(gen)
         outcome.notes.append(f"held {held}" + ("" if alive else ", heartbeat already gone"))
-        fenced_before = gen.count(*self.fence_marks)
-        retries_before = gen.count(RETRY_MARK)
+        fenced_before = gen.refused()
+        retries_before = gen.retries()
         claims = self._read(lambda: self.claims(gen.consumer_id), time.monotonic() + 10)
         left = time.monotonic()
         leave()
@@ -414,10 +408,10 @@ class Injector(threading.Thread):
             outcome.back_s = time.monotonic() - returned
         else:
             outcome.notes.append("the run ended before it committed again")
-        time.sleep(1.0)  # let its late commits be refused and logged
-        outcome.fenced = gen.count(*self.fence_marks) - fenced_before
+        time.sleep(1.0)  # let its late commits be refused and counted
+        outcome.fenced = gen.refused() - fenced_before
         if outcome.episode.kind == "partition":
-            outcome.notes.append(f"{gen.count(RETRY_MARK) - retries_before} retries logged")
+            outcome.notes.append(f"{gen.retries() - retries_before} retries")
 
     def _sigstop(self, outcome: Outcome, slot: Slot) -> None:
         popen = slot.current.popen
@@ -434,8 +428,8 @@ class Injector(threading.Thread):
         server = self.cluster.server
         outcome.victim = f"redis-server pid {server.process.pid if server.process else '?'}"
         gens = [s.current for s in self.cluster.slots]
-        retries_before = [g.count(RETRY_MARK) for g in gens]
-        fenced_before = [g.count(*self.fence_marks) for g in gens]
+        retries_before = [g.retries() for g in gens]
+        fenced_before = [g.refused() for g in gens]
         acknowledged = self._read(self.committed, time.monotonic() + 10)
         killed = time.monotonic()
         server.kill()
@@ -460,14 +454,14 @@ class Injector(threading.Thread):
             outcome.recover_s = time.monotonic() - killed
 
         def retried() -> int:
-            return sum(g.count(RETRY_MARK) > n for g, n in zip(gens, retries_before, strict=True))
+            return sum(g.retries() > n for g, n in zip(gens, retries_before, strict=True))
 
         outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
         # A long outage lets every heartbeat lapse: claims are reclaimed as Redis comes back
         # and the owners' commits are refused.
-        outcome.fenced = sum(g.count(*self.fence_marks) - n
+        outcome.fenced = sum(g.refused() - n
                              for g, n in zip(gens, fenced_before, strict=True))
-        outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
+        outcome.notes.append(f"retries by {retried()} of {len(gens)} consumers")
 
     def acknowledged_committed(self) -> int:
         """The committed count, once the replicas the services wait for have it too: what a
@@ -482,8 +476,8 @@ class Injector(threading.Thread):
         group = self.cluster.sentinel
         assert group is not None
         gens = [s.current for s in self.cluster.slots]
-        retries_before = [g.count(RETRY_MARK) for g in gens]
-        fenced_before = [g.count(*self.fence_marks) for g in gens]
+        retries_before = [g.retries() for g in gens]
+        fenced_before = [g.refused() for g in gens]
         acknowledged = self._read(self.acknowledged_committed, time.monotonic() + 10)
         victim = group.kill_primary()
         killed = time.monotonic()
@@ -518,12 +512,12 @@ class Injector(threading.Thread):
             outcome.failure = outcome.failure or "the old primary did not become a replica"
 
         def retried() -> int:
-            return sum(g.count(RETRY_MARK) > n for g, n in zip(gens, retries_before, strict=True))
+            return sum(g.retries() > n for g, n in zip(gens, retries_before, strict=True))
 
         outcome.landed = self._poll(lambda: retried() > 0, 10.0) is not None
-        outcome.fenced = sum(g.count(*self.fence_marks) - n
+        outcome.fenced = sum(g.refused() - n
                              for g, n in zip(gens, fenced_before, strict=True))
-        outcome.notes.append(f"retries logged by {retried()} of {len(gens)} consumers")
+        outcome.notes.append(f"retries by {retried()} of {len(gens)} consumers")
     def pushed(self) -> tuple[int, int]:
         """Batches of the run marked pushed, and planned."""
         rk = self.keys.run(self.run_id)

@@ -115,7 +115,7 @@ def result_table(r: ChaosResult) -> str:
         ("reclaimed", f"{r.reclaimed:,} {moved}"),
         ("flaky failures retried", f"{r.retried:,} ({retried})"),
         ("stale commits refused", f"{r.stale_commits:,} by {commit}; {r.refusals_logged:,} "
-         "refusals logged by consumers (a refusal whose reply was lost to a Redis kill is "
+         "refusals counted by consumers (a refusal whose reply was lost to a Redis kill is "
          "re-sent and refused again)"),
         ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
          f"{c.transient} transient and {len(c.persistent)} persistent violations; longest "

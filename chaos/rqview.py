@@ -21,25 +21,24 @@ consumer service started a worker in its place.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import signal
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import redis
 
-from chaos.checker import RunState, Snapshot, bits, run_args, runs_lua
+from chaos.checker import RunState, Snapshot, SnapshotFn, bits, run_args, runs_lua
 from chaos.cluster import Slot
-from chaos.faults import Injector, Outcome
+from chaos.faults import RQ_KINDS, SENTINEL_KINDS, Injector, Outcome
+from chaos.transports import TransportView
+from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.runs import RunPlan
-
-# What an RQ job logs when its commit is refused (exactsum/transport/rq/job.py).
-RQ_FENCE_MARKS = ("was put back while its worker seemed dead", "was already resolved; not "
-                  "counted again")
 
 # HELD: an execution in RQ's StartedJobRegistry holds a batch only while the batch is unresolved.
 # A worker that dies after its commit and before RQ's own bookkeeping (a Redis kill does it)
@@ -108,8 +107,6 @@ def _parent_pid(pid: int) -> int | None:
 
 
 class RqInjector(Injector):
-    fence_marks = RQ_FENCE_MARKS
-
     def __init__(self, *args: Any, queue: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rq = RqKeys(queue)
@@ -173,12 +170,9 @@ class RqInjector(Injector):
             outcome.notes.append("found no RQ worker of it running a job")
             return
         worker, pid, members = target
-        name = PoolWorkerName.parse(worker)
-        assert name is not None
-        successor = f"RQ worker {replace(name, start=name.start + 1)} "
-        put_back = f"its worker {worker} is dead"
-        logs = [s.current for s in self.cluster.slots]
-        before = sum(g.count(put_back) for g in logs)
+        gens = [s.current for s in self.cluster.slots]
+        put_back_before = sum(g.counter(Event.RQ_JOBS_PUT_BACK) for g in gens)
+        started_before = gen.counter(Event.RQ_WORKER_STARTED)
         killed = time.monotonic()
         try:
             os.kill(pid, signal.SIGKILL)
@@ -192,11 +186,42 @@ class RqInjector(Injector):
             outcome.failure = f"the jobs of the dead worker {worker} were not put back"
             return
         outcome.recover_s = time.monotonic() - killed
-        # Landed if the worker died holding a job: one consumer put it back, saying so.
+        # Landed if the worker died holding a job: one consumer put a job back (episodes run
+        # one at a time: no other worker died meanwhile).
         outcome.landed = self._poll(
-            lambda: sum(g.count(put_back) for g in logs) > before, 5.0) is not None
-        if self._poll(lambda: successor in gen.log_text(), 30.0) is None:
+            lambda: sum(g.counter(Event.RQ_JOBS_PUT_BACK) for g in gens) > put_back_before,
+            5.0) is not None
+        # Its consumer starts a worker in its place (the slot's next start).
+        if self._poll(lambda: gen.counter(Event.RQ_WORKER_STARTED) > started_before,
+                      30.0) is None:
             if gen.popen.poll() is None:
                 outcome.failure = f"no RQ worker started in place of {worker} within 30 s"
         else:
             outcome.back_s = time.monotonic() - killed
+
+
+class RqView(TransportView):
+    """Chaos over the RQ transport (``--transport rq``): RQ worker kills too, also over
+    Sentinel (``--redis sentinel``, with failovers)."""
+
+    kinds = RQ_KINDS
+    sentinel_kinds = (*SENTINEL_KINDS, "rqworker")
+
+    def consumer_args(self, args: argparse.Namespace) -> list[str]:
+        return ["--transport", self.name, "--rq-queue", args.rq_queue]
+
+    def producer_args(self, args: argparse.Namespace) -> list[str]:
+        # Reclaims of dead workers' jobs spend RQ retries too, as flaky failures do: as many
+        # as the native consumers' attempts, so that no batch is dead-lettered.
+        return ["--transport", self.name, "--rq-queue", args.rq_queue, "--rq-retries",
+                str(max(0, args.max_attempts - 1))]
+
+    def snapshot(self, args: argparse.Namespace) -> SnapshotFn:
+        return functools.partial(take_rq_snapshot, queue=args.rq_queue)
+
+    def injector(self, args: argparse.Namespace, *injector_args: Any,
+                 **injector_kwargs: Any) -> Injector:
+        return RqInjector(*injector_args, queue=args.rq_queue, **injector_kwargs)
+
+
+VIEW = RqView("rq")

@@ -36,7 +36,6 @@ from chaos.faults import (
     ALL_KINDS,
     KINDS,
     RQ_KINDS,
-    SENTINEL_KINDS,
     Injector,
     KindSummary,
     Outcome,
@@ -44,7 +43,8 @@ from chaos.faults import (
 )
 from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
-from chaos.rqview import RqInjector, take_rq_snapshot
+from chaos.transports import view
+from exactsum import transport
 from exactsum.connection import make_client
 from exactsum.keys import Keys
 from exactsum.replication import Replication
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one producer and several consumers over a file of integers while a "
         "seeded fault injector kills consumers, stops them, kills Redis and cuts a consumer "
         "off the network; check that every item is counted exactly once.")
-    p.add_argument("--transport", choices=("native", "rq"), default="native",
+    p.add_argument("--transport", choices=transport.names(), default=transport.DEFAULT,
                    help="the services' transport: the native list, or RQ jobs (docs/chaos.md)")
     p.add_argument("--rq-queue", default="chaos", help="with --transport rq: the RQ queue")
     p.add_argument("--redis", choices=("single", "sentinel"), default="single",
@@ -130,9 +130,12 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s chaos %(threadName)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
-    known: tuple[str, ...] = RQ_KINDS if args.transport == "rq" else KINDS
+    chaos_view = view(args.transport)
+    known = chaos_view.kinds
     if args.redis == "sentinel":
-        known = (*SENTINEL_KINDS, "rqworker") if args.transport == "rq" else SENTINEL_KINDS
+        if not chaos_view.sentinel_kinds:
+            build_parser().error(f"--redis sentinel: no faults for --transport {args.transport}")
+        known = chaos_view.sentinel_kinds
     kinds = [k.strip() for k in (args.kinds or ",".join(known)).split(",") if k.strip()]
     unknown = set(kinds) - set(known)
     if unknown or not kinds:
@@ -239,17 +242,10 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
                      str(args.reclaim_interval), "--grace", "5",
                      "--work-io-ms", f"{work_io_ms:.4f}", "--flaky-rate", str(args.flaky_rate),
                      "--max-attempts", str(args.max_attempts)]
-    producer_args: list[str] = []
-    rq = args.transport == "rq"
-    if rq:
-        consumer_args += ["--transport", "rq", "--rq-queue", args.rq_queue]
-        # Reclaims of dead workers' jobs spend RQ retries too, as flaky failures do: as many
-        # as the native consumers' attempts, so that no batch is dead-lettered.
-        producer_args = ["--transport", "rq", "--rq-queue", args.rq_queue, "--rq-retries",
-                         str(max(0, args.max_attempts - 1))]
-    snapshot: SnapshotFn = take_snapshot
-    if rq:
-        snapshot = functools.partial(take_rq_snapshot, queue=args.rq_queue)
+    chaos_view = view(args.transport)
+    consumer_args += chaos_view.consumer_args(args)
+    producer_args = chaos_view.producer_args(args)
+    snapshot = chaos_view.snapshot(args)
     min_replicas = args.min_replicas if group is not None else 0
     cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers,
                       sentinel=group, min_replicas=min_replicas)
@@ -279,13 +275,9 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
             "--input", str(input_path), "--batch", str(args.batch), "--max-queue",
             str(args.max_queue), "--run-id", run_id, "--timeout", str(timeout),
             "--progress-interval", "10", *producer_args])
-        if rq:
-            injector = RqInjector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
-                                  reclaim_interval=args.reclaim_interval, threads=args.threads,
-                                  queue=args.rq_queue)
-        else:
-            injector = Injector(cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
-                                reclaim_interval=args.reclaim_interval, threads=args.threads)
+        injector = chaos_view.injector(
+            args, cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
+            reclaim_interval=args.reclaim_interval, threads=args.threads)
         injector.start()
         while cluster.producer_running():  # a producer fault restarts it: the same run
             if time.monotonic() - started > timeout + 30:
@@ -306,7 +298,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         result.elapsed_s = time.monotonic() - started
         result.consumer_exits = cluster.stop_consumers(grace=5)
         judge(result, cluster, client, keys, run_id, kinds, outcomes, final is not None,
-              snapshot, injector.fence_marks)
+              snapshot)
     except KeyboardInterrupt:
         log.error("interrupted; logs and Redis data are in %s", workdir)
         if injector is not None:
@@ -336,8 +328,7 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
 
 def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys, run_id: str,
           kinds: list[str], outcomes: list[Outcome], sampled: bool,
-          snapshot: SnapshotFn = take_snapshot,
-          fence_marks: tuple[str, ...] = Injector.fence_marks) -> None:
+          snapshot: SnapshotFn = take_snapshot) -> None:
     """The verdict, from the harness' own figures and Redis' records, never from one alone."""
     fail = result.failures.append
     report = cluster.producer_report()
@@ -409,8 +400,7 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     for name, status in result.consumer_exits.items():
         if status != 0:
             fail(f"consumer {name} exited {status} on SIGTERM at the end")
-    result.refusals_logged = sum(g.count(*fence_marks) for s in cluster.slots
-                                 for g in s.generations)
+    result.refusals_logged = sum(g.refused() for s in cluster.slots for g in s.generations)
 
 
 if __name__ == "__main__":

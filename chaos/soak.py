@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 
 import redis
 
+from tests.launch import Launched, clean_env, launch
 from tests.localredis import LocalRedis
 
 log = logging.getLogger("soak")
@@ -79,12 +79,12 @@ class Watch:
         return self.samples[-1]
 
 
-def watch(client: redis.Redis, procs: dict[str, subprocess.Popen[bytes]], run_id: str,
-          producer: subprocess.Popen[bytes], interval: float) -> Watch:
+def watch(client: redis.Redis, procs: dict[str, Launched], run_id: str,
+          producer: Launched, interval: float) -> Watch:
     out = Watch()
     committed_key = f"{PREFIX}:run:{run_id}:committed"
     while True:
-        done = producer.poll() is not None
+        done = not producer.alive()
         rss = {name: r for name, p in procs.items() if (r := rss_kib(p.pid)) is not None}
         try:
             pipe = client.pipeline(transaction=False)
@@ -106,42 +106,26 @@ class Soak:
         self.workdir = workdir
         self.server = LocalRedis(data_dir=workdir / "redis", fsync=args.fsync)
         (workdir / "redis").mkdir()
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[Launched] = []
         self.failures: list[str] = []
         self.figures: dict[str, Any] = {}
 
-    def env(self, prefix: str = PREFIX) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PRODUCER_", "CONSUMER_", "REDIS_", "KEY_PREFIX"))}
-        env.update(REDIS_URL=self.server.url, KEY_PREFIX=prefix, LOG_LEVEL="WARNING")
-        return env
+    def start(self, name: str, module: str, args: list[str], prefix: str = PREFIX) -> Launched:
+        env = clean_env(REDIS_URL=self.server.url, KEY_PREFIX=prefix, LOG_LEVEL="WARNING")
+        process = launch(name, module, args, env, self.workdir)
+        self.procs.append(process)
+        return process
 
-    def start(self, name: str, module: str, args: list[str],
-              prefix: str = PREFIX) -> subprocess.Popen[bytes]:
-        out = (self.workdir / f"{name}.out").open("wb")
-        err = (self.workdir / f"{name}.log").open("wb")
-        popen = subprocess.Popen([sys.executable, "-m", module, *args], env=self.env(prefix),
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        out.close()
-        err.close()
-        self.procs.append(popen)
-        return popen
-
-    def report_of(self, name: str) -> dict[str, Any]:
-        lines = (self.workdir / f"{name}.out").read_text().strip().splitlines()
-        return dict(json.loads(lines[-1])) if lines else {}
-
-    def stop(self, procs: Sequence[subprocess.Popen[bytes]]) -> list[int | None]:
+    def stop(self, procs: Sequence[Launched]) -> list[int | None]:
+        """SIGTERM to all, then their statuses (None: killed after 20 s)."""
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+            p.signal(signal.SIGTERM)
         statuses: list[int | None] = []
         for p in procs:
             try:
                 statuses.append(p.wait(timeout=20))
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(timeout=10)
                 statuses.append(None)
         return statuses
 
@@ -173,7 +157,7 @@ class Soak:
 
     def run_phase(self, client: redis.Redis, name: str, items: int, consumers: int,
                   consumer_args: list[str], *, keep_serving: bool = False,
-                  ) -> tuple[Watch, dict[str, Any], float, list[subprocess.Popen[bytes]]]:
+                  ) -> tuple[Watch, dict[str, Any], float, list[Launched]]:
         """One producer run. The consumers stay up until they have given the run's keys their
         retention time (consumers expire the keys they write once the run is finished), or,
         with ``keep_serving``, until the caller stops them."""
@@ -190,9 +174,9 @@ class Soak:
             str(a.timeout), "--retention", str(a.retention), "--progress-interval", "30"])
         observed = watch(client, {"producer": producer, **cons}, run_id, producer, a.interval)
         elapsed = time.monotonic() - started
-        report = self.report_of(f"{name}-producer")
-        if producer.returncode != 0 or not report.get("exact"):
-            self.failures.append(f"{name}: producer exited {producer.returncode}: "
+        report = producer.report() or {}
+        if producer.popen.returncode != 0 or not report.get("exact"):
+            self.failures.append(f"{name}: producer exited {producer.popen.returncode}: "
                                  f"{report.get('verdict')}")
         if not keep_serving:
             sum_key = f"{PREFIX}:run:{run_id}:sum"
@@ -202,7 +186,7 @@ class Soak:
             self.stop_consumers(name, list(cons.values()))
         return observed, report, elapsed, list(cons.values())
 
-    def stop_consumers(self, name: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    def stop_consumers(self, name: str, procs: list[Launched]) -> None:
         statuses = self.stop(procs)
         if any(s != 0 for s in statuses):
             self.failures.append(f"{name}: consumer exit statuses {statuses}")
@@ -286,9 +270,8 @@ class Soak:
 
     def close(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
+            if p.alive():
                 p.kill()
-                p.wait(timeout=10)
         self.server.stop()
 
 

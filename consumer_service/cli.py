@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from consumer_service.service import ConsumerService, new_consumer_id
 from consumer_service.settings import parse_settings
+from exactsum import counters
 from exactsum.connection import FATAL_ERRORS
 from exactsum.logs import set_context, setup_logging
 from exactsum.metrics import MetricsServerError
@@ -25,7 +26,8 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None)
         setup_logging(settings.log_level, settings.log_format, service="consumer",
                       identity=consumer_id)
         set_context(consumer=consumer_id)
-        return ConsumerService(settings, consumer_id).serve(stop)
+        with counters.kept_in(settings.counters_file):
+            return ConsumerService(settings, consumer_id).serve(stop)
     except MetricsServerError as exc:
         sys.stderr.write(f"consumer: error: {exc}\n")
         return 2

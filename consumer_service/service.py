@@ -25,9 +25,10 @@ import redis
 
 from consumer_service.heartbeat import Heartbeat
 from consumer_service.settings import ConsumerSettings
-from exactsum import transport
+from exactsum import counters, transport
 from exactsum.cluster import PartitionDirectory, connect, register_scripts
 from exactsum.connection import FATAL_ERRORS, RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.metrics import ConsumerMetrics
@@ -110,6 +111,7 @@ class ConsumerService:
                                     give_back_by=started + grace - 0.3)
         self.heartbeat.withdraw_until(started + grace - 0.1)
         committed = self._committed()
+        counters.incr(Event.ELEMENTS_GIVEN_BACK, given_back)
         log.info("consumer %s: stopped after committing %d items; %d elements given back",
                  self.consumer_id, committed, given_back)
         if self.settings.stats_file:
@@ -129,7 +131,8 @@ class ConsumerService:
         if stats is None:
             return
         record = {"consumer": self.consumer_id, "threads": self.settings.threads,
-                  "committed_items": committed, "given_back": given_back, **stats}
+                  "committed_items": committed, "given_back": given_back, **stats,
+                  "counters": counters.COUNTERS.snapshot()}
         try:
             write_stats(self.settings.stats_file or "", record)
         except OSError as exc:

@@ -29,6 +29,8 @@ from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from exactsum import counters
+from exactsum.counters import Event
 from exactsum.replication import NotAcknowledged
 
 T = TypeVar("T")
@@ -235,6 +237,7 @@ def retrying(
         assert error is not None and state.next_action is not None
         failed, attempts = error, state.attempt_number
         delay = state.next_action.sleep
+        counters.incr(Event.REDIS_RETRY)
         log.warning("redis: %s failed (%s: %s); attempt %d, retrying in %.2fs", what,
                     type(error).__name__, error, state.attempt_number, delay)
         if on_error is not None:

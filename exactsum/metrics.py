@@ -29,11 +29,12 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exactsum.cluster import connect, is_cluster
 from exactsum.connection import RedisTarget
+from exactsum.counters import COUNTERS, Counters
 from exactsum.events import ConsumerEvents, ProducerEvents
 from exactsum.keys import Keys
 from exactsum.protocol import Batch, element_items
@@ -135,6 +136,21 @@ class RedisGauges(Collector):
         yield from families
 
 
+class EventCounters(Collector):
+    """The process' :mod:`exactsum.counters`, as ``exactsum_events_total{event=...}``: the
+    same counts a test reads from ``--counters-file``."""
+
+    def __init__(self, counters: Counters = COUNTERS) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(f"{NAMESPACE}_events", "Events of this process by name "
+                                     "(docs/counters.md)", labels=["event"])
+        for name, value in self.counters.snapshot().items():
+            family.add_metric([name], value)
+        yield family
+
+
 class MetricsServerError(Exception):
     """The metrics server cannot listen where it was told to."""
 
@@ -201,6 +217,7 @@ class ConsumerMetrics(_Served, ConsumerEvents):
         client = connect(redis_url, socket_timeout=2.0,
                          name=f"{consumer_id}-metrics")
         reg.register(RedisGauges(client, keys, consumer_id, threads))
+        reg.register(EventCounters())
 
     def on_commit(self, batch: Batch, claim_s: float) -> None:
         self.runs.children(batch.run_id)[0].inc(batch.count)
@@ -237,6 +254,7 @@ class ProducerMetrics(_Served, ProducerEvents):
         self.runs = RunSeries(keep_runs, [self.items, self.batches, self.waits])
         client = connect(redis_url, socket_timeout=2.0, name="producer-metrics")
         reg.register(RedisGauges(client, keys))
+        reg.register(EventCounters())
 
     def start_run(self, run_id: str) -> None:
         """Make the run's series exist at zero before its first push."""

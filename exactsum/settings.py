@@ -86,6 +86,10 @@ class ServiceSettings(RedisSettings):
     batches (the producer and its consumers must agree)."""
 
     # Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given.
+    counters_file: str | None = option(
+        None, env="{prefix}_COUNTERS_FILE", tail=True,
+        help="keep in FILE, as JSON, counts of what happened (retries, fenced commits, "
+        "reclaims, ...; docs/counters.md), rewritten within 0.1 s of each and at exit")
     metrics_port: int = option(0, env="{prefix}_METRICS_PORT", type=port, tail=True,
                                help="serve Prometheus metrics on this port at /metrics (0: off)")
     metrics_addr: str = option("0.0.0.0", env="METRICS_ADDR", tail=True,

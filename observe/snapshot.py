@@ -22,9 +22,10 @@ from typing import Any, cast
 
 import redis
 
+from exactsum import transport
 from exactsum.audit import audit
 from exactsum.cluster import is_cluster
-from exactsum.keys import Keys, RqKeys, partition_of
+from exactsum.keys import Keys, partition_of
 from exactsum.protocol import element_items
 from exactsum.runs import FINAL_STATES, RunPlan, partitions_of
 
@@ -149,17 +150,17 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
     seen = {c.decode(): int(score) for c, score in registered}
     pipe = client.pipeline(transaction=False)
     for run_id in run_ids:
-        pipe.hmget(keys.run(run_id).meta, ["items", "batch_size", "batches", "rq_queue",
-                                           "partitions"])
+        pipe.hgetall(keys.run(run_id).meta)
     for consumer_id in seen:
         pipe.get(keys.heartbeat(consumer_id))
     found = pipe.execute()
-    plans = {run_id: (int(m[0]), int(m[1]), int(m[2]))
-             for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True)
-             if None not in m[:3]}
-    run_parts = {run_id: partitions_of(keys, m[4])
-                 for run_id, m in zip(run_ids, found[:len(run_ids)], strict=True)}
-    rq_queues = sorted({m[3].decode() for m in found[:len(run_ids)] if m[3] is not None})
+    metas = [cast(dict[bytes, bytes], m) for m in found[:len(run_ids)]]
+    plans = {run_id: (int(m[b"items"]), int(m[b"batch_size"]), int(m[b"batches"]))
+             for run_id, m in zip(run_ids, metas, strict=True)
+             if all(f in m for f in (b"items", b"batch_size", b"batches"))}
+    run_parts = {run_id: partitions_of(keys, m.get(b"partitions"))
+                 for run_id, m in zip(run_ids, metas, strict=True)}
+    own_queues = transports_own_queues(keys, metas)
     for consumer_id, info in zip(seen, found[len(run_ids):], strict=True):
         threads = int(json.loads(info).get("threads", 0)) if info is not None else 0
         lists += [part.inflight(consumer_id, n) for part in parts for n in range(threads)]
@@ -169,8 +170,8 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
 
     # Step 2: every moving figure at one instant (on one Redis).
     pipe = client.pipeline(transaction=not cluster)
-    for name in rq_queues:
-        pipe.llen(RqKeys(name).queue)
+    for name in sorted(own_queues):
+        pipe.llen(own_queues[name])
     for part in parts:
         pipe.llen(part.queue)
         pipe.get(part.reclaimed)
@@ -199,7 +200,7 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
             pipe.lrange(rk.dead, -RECENT_DEAD, -1)
     replies = iter(pipe.execute())
     at = time.time()
-    rq_depths = {name: _int(next(replies)) for name in rq_queues}
+    rq_depths = {name: _int(next(replies)) for name in sorted(own_queues)}
     depth = reclaimed = foreign = 0
     recent: list[dict[str, Any]] = []
     for _ in parts:
@@ -263,3 +264,17 @@ def take(client: redis.Redis, keys: Keys, runs: int = 10) -> Snapshot:
     return Snapshot(at=at, prefix=keys.prefix, queue_depth=depth, reclaimed=reclaimed,
                     foreign_dead=foreign, consumers=list(consumers.values()), runs=run_views,
                     recent_dead=recent[:10], rq_queues=rq_depths)
+
+
+def transports_own_queues(keys: Keys, metas: list[dict[bytes, bytes]]) -> dict[str, str]:
+    """Queue name -> Redis list, of the runs' queues that are their transport's own (RQ's named
+    queues), asked of each run's transport: observe names none."""
+    queues: dict[str, str] = {}
+    for meta in metas:
+        name = meta.get(b"transport", transport.DEFAULT.encode()).decode()
+        if name not in transport.names():
+            continue  # a run of a transport this install does not have
+        found = transport.get(name).own_queue(keys, meta)
+        if found is not None:
+            queues[found[0]] = found[1]
+    return queues

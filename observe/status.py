@@ -32,6 +32,7 @@ from exactsum.connection import CredentialsError, RetryAborted
 from exactsum.keys import Keys
 from exactsum.options import EnvParser, option, positive_float, positive_int, settings_from
 from exactsum.settings import RedisSettings
+from exactsum.transport import DEFAULT as DEFAULT_TRANSPORT
 from observe.snapshot import ConsumerView, RunView, Snapshot, take
 
 TABLE: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "title_justify": "left",
@@ -108,7 +109,8 @@ def render(snap: Snapshot) -> RenderableType:
     for run in snap.runs:
         share = run.resolved / run.items if run.items else 1.0
         expected = "-" if run.expected_sum is None else f"{run.expected_sum:,}"
-        state = run.state + (" (rq)" if run.transport == "rq" else "")
+        state = run.state + ("" if run.transport == DEFAULT_TRANSPORT
+                             else f" ({run.transport})")
         runs.add_row(run.run_id, state, f"{run.resolved:,}/{run.items:,} {share:4.0%}",
                      f"{run.committed:,}", f"{run.dead_lettered:,}", f"{run.sum:,}", expected,
                      verdict(run))

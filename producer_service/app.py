@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import redis
 
+from exactsum import counters
 from exactsum import transport as transports
 from exactsum.audit import audit, read_progress
 from exactsum.cluster import choose_tags, connect, default_partitions, register_scripts
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.events import NO_PRODUCER_EVENTS
 from exactsum.keys import Keys
 from exactsum.logs import set_context
@@ -151,6 +153,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
         else:
             timed_out = True
     except ProducerFenced as exc:
+        counters.incr(Event.PRODUCER_FENCED)
         log.error("%s", exc)
         sys.stderr.write(f"producer: error: {exc}\n")
         return EXIT_FENCED
@@ -177,6 +180,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
         retrying(lambda: expire_run(client, keys, run_id, settings.retention),
                  "set retention", log, deadline=time.monotonic() + 30)
     except ProducerFenced as exc:
+        counters.incr(Event.PRODUCER_FENCED)
         sys.stderr.write(f"producer: error: {exc}\n")
         return EXIT_FENCED
     except RetryAborted as exc:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from exactsum import counters
 from exactsum.connection import FATAL_ERRORS, RetryAborted
 from exactsum.logs import setup_logging
 from exactsum.metrics import MetricsServerError
@@ -31,7 +32,8 @@ def main(argv: Sequence[str] | None = None, stop: threading.Event | None = None,
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
     try:
-        return run(settings, stop, abort)
+        with counters.kept_in(settings.counters_file):
+            return run(settings, stop, abort)
     except InputError as exc:
         sys.stderr.write(f"producer: error: {exc}\n")
         return EXIT_USAGE

@@ -19,7 +19,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from exactsum import counters
 from exactsum.connection import retrying
+from exactsum.counters import Event
 from exactsum.events import NO_PRODUCER_EVENTS, ProducerEvents
 from exactsum.protocol import encode_text
 from exactsum.transport.base import BatchSink
@@ -143,6 +145,7 @@ class Pusher:
                 continue
             # The queue is at its bound: wait for the consumers, as queue.Queue.put() would.
             self.events.on_wait(self.run_id)
+            counters.incr(Event.PUSH_WAIT)
             if self.stop.wait(pause):
                 return
             pause = min(pause * 2, 0.05)

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from exactsum.audit import Audit
+from exactsum.counters import COUNTERS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def as_json(audit: Audit, elapsed_s: float, timed_out: bool, facts: Facts | None
     record.update(asdict(facts))
     record["peak_rss_mib"] = peak_rss_mib()
     record["verdict"] = verdict(audit, facts)
+    record["counters"] = COUNTERS.snapshot()
     return json.dumps(record)
 
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,34 +12,18 @@ from typing import Any
 import redis
 
 from exactsum.keys import Keys
+from tests.launch import Launched, clean_env, launch
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    stdout_path: Path
-    stderr_path: Path
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.popen.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout=timeout)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+class Proc(Launched):
+    """A service process of a test (:class:`tests.launch.Launched`)."""
 
     def report(self) -> dict[str, Any]:
         """The producer's JSON report: the last line of its stdout."""
-        lines = self.stdout.strip().splitlines()
-        assert lines, f"{self.name} printed nothing; stderr:\n{self.stderr[-3000:]}"
-        return dict(json.loads(lines[-1]))
+        report = super().report()
+        assert report is not None, (f"{self.name} printed no report: {self.stdout[-1000:]}\n"
+                                    f"stderr:\n{self.stderr[-3000:]}")
+        return report
 
 
 @dataclass
@@ -59,23 +38,15 @@ class Services:
         return Keys(self.key_prefix)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "CONSUMER_"))}
-        env.update(REDIS_URL=self.redis_url, KEY_PREFIX=self.key_prefix, LOG_LEVEL="INFO")
-        env.update(extra)
-        return env
+        settings = {"REDIS_URL": self.redis_url, "KEY_PREFIX": self.key_prefix,
+                    "LOG_LEVEL": "INFO"}
+        return clean_env(**{**settings, **extra})
 
     def _start(self, name: str, module: str, args: list[str], stdin: Any = None,
                **env: str) -> Proc:
-        out = self.tmp_path / f"{name}.out"
-        err = self.tmp_path / f"{name}.err"
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=out.open("wb"),
-            stderr=err.open("wb"),
-            env=self.env(**env),
-        )
-        proc = Proc(name, popen, out, err)
+        started = launch(name, module, args, self.env(**env), self.tmp_path, stdin=stdin)
+        proc = Proc(name, started.popen, started.stdout_path, started.stderr_path,
+                    started.counters_path)
         self.procs.append(proc)
         return proc
 
@@ -98,13 +69,8 @@ class Services:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.popen.poll() is None:
-                try:
-                    proc.popen.send_signal(signal.SIGCONT)
-                    proc.popen.kill()
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait(timeout=10)
+            if proc.alive():
+                proc.kill()
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:

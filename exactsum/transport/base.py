@@ -133,6 +133,12 @@ class Transport(ABC):
         """The queue key of a run, from its meta (for status and progress)."""
         return self.queue_key(keys, "")
 
+    def own_queue(self, keys: Keys, meta: Mapping[bytes, bytes]) -> tuple[str, str] | None:
+        """For status and the dashboard: the name and Redis list of the queue where a run's
+        batches wait when it is not the native ``keys.queue`` (the RQ transport's named
+        queues); None when they wait on the native queue (``meta``: the run's meta)."""
+        return None
+
     def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
                      meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,
                      count: int) -> bool:

@@ -7,7 +7,6 @@ everything they read from Redis goes through ``docker compose exec``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -23,6 +22,7 @@ from docker.models.containers import Container
 
 from exactsum.keys import Keys
 from exactsum.protocol import ForeignElement, decode
+from tests.launch import parse_report
 from tests.localredis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,9 +219,8 @@ class Stack(RunReader):
     @staticmethod
     def report_from_text(stdout: str) -> dict[str, Any]:
         """The producer's JSON report: the last line of its stdout."""
-        lines = [line for line in stdout.splitlines() if line.strip()]
-        assert lines, "the producer printed no report"
-        report: dict[str, Any] = json.loads(lines[-1])
+        report = parse_report(stdout)
+        assert report is not None, f"the producer printed no report: {stdout[-1000:]}"
         return report
 
     # -- Redis, from inside its container --------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from exactsum.counters import Event
 from exactsum.keys import Keys
 from exactsum_admin.acl import acl_file
 from tests.localredis import LocalRedis
@@ -170,7 +171,7 @@ def test_a_worker_refused_by_redis_stops_the_consumer(
         producer = services.producer("--count", "10", "--timeout", "30", **creds("producer"))
         assert consumer.wait(timeout=30) == 1
         assert "can't run this command" in consumer.stderr
-        assert "1 elements given back" in consumer.stderr
+        assert consumer.counter(Event.ELEMENTS_GIVEN_BACK) == 1, consumer.counters()
         assert admin.llen(keys.queue) == 1
         assert list(admin.scan_iter(match=f"{key_prefix}:inflight:*")) == []
         producer.popen.kill()

@@ -3,7 +3,6 @@ nothing pushed."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import redis
 
 from exactsum.keys import Keys
+from tests.launch import parse_report
 from tests.procs import Services
 
 INT64_MAX = 2**63 - 1
@@ -64,7 +64,8 @@ def test_bad_line_on_a_stream_stops_there_and_counts_what_came_before(
                           stdin=b"1\n2\n40\nx\n500\n")
     assert result.returncode == 5, result.stderr
     assert "stdin: line 4: 'x' is not an integer" in result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = parse_report(result.stdout)
+    assert report is not None, result.stdout
     assert report["input_error"] == "stdin: line 4: 'x' is not an integer"
     assert (report["produced"], report["committed"], report["sum"]) == (3, 3, 43)
     assert report["lines_read"] == 3 and report["ended_by"] == "bad line"

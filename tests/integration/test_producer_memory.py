@@ -13,7 +13,6 @@ is the benchmark's business).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.launch import parse_report
 from tests.procs import Services, numbers_file
 
 
@@ -31,7 +31,8 @@ def run_measured(services: Services, *args: str,
                             capture_output=True, text=True, stdin=subprocess.DEVNULL,
                             env=services.env(), timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
-    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    report = parse_report(result.stdout)
+    assert report is not None, result.stdout[-2000:]
     return float(report["peak_rss_mib"]), report
 
 

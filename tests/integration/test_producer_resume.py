@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from exactsum.counters import Event
 from exactsum.keys import Keys
 from tests.procs import Proc, Services, assert_exact, finish, numbers_file, random_sum, wait_until
 
@@ -126,7 +127,7 @@ def test_two_producers_of_one_run_the_older_is_fenced(
     newer = start(services, path, name="newer")
     assert pushed_batches(client, keys) < items // BATCH  # the older one is still pushing
     assert older.wait(timeout=120) == 4, older.stderr[-3000:]
-    assert f"run '{RUN}' was taken over by another producer" in older.stderr
+    assert older.counter(Event.PRODUCER_FENCED) >= 1, older.counters()
     report = finish(newer, timeout=200)
     print(f"\nolder producer fenced: {older.stderr.strip().splitlines()[-1]}")
     assert_exact(report, items, total)
@@ -223,7 +224,9 @@ def test_a_second_signal_interrupts_a_stream_that_waits_for_consumers(
         writer.stdout.close()
         wait_until(lambda: pushed_batches(client, keys, "pipe") >= 3, 30, "3 batches pushed")
         producer.signal(signal.SIGTERM)
-        wait_until(lambda: "waiting for the consumers" in producer.stderr, 30, "the wait")
+        # Every line read and pushed: the producer now waits for the consumers.
+        wait_until(lambda: client.hget(keys.run("pipe").meta, "state") == b"pushed", 30,
+                   "the wait")
         producer.signal(signal.SIGTERM)
         assert producer.wait(timeout=30) == 1, producer.stderr[-2000:]
     finally:

@@ -20,6 +20,7 @@ import redis
 
 from exactsum.cluster import register_scripts
 from exactsum.connection import RedisTarget, make_client, retrying, transient_reply
+from exactsum.counters import Event
 from exactsum.keys import Keys
 from exactsum.protocol import encode
 from exactsum.replication import Replication
@@ -275,7 +276,7 @@ def test_two_failovers_during_a_run_lose_nothing_and_count_nothing_twice(
         wait_until(lambda n=node: committed_on(n, rk.committed) == ITEMS, 60,  # type: ignore[misc]
                    f"node {node.port} to catch up")
         assert int(cast(bytes, node.client().get(rk.sum))) == expected_sum
-    retried = sum(p.stderr.count("retrying in") for p in services.procs)
+    retried = sum(p.counter(Event.REDIS_RETRY) for p in services.procs)
     for n, f in enumerate(figures, 1):
         print(f"\n--min-replicas {min_replicas}, failover {n}: promoted {f['promoted_s']:.2f} s "
               f"after kill -9; first commit on the new primary {f['first_commit_s']:.2f} s "

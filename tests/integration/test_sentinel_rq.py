@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from exactsum.connection import RedisTarget, make_client
+from exactsum.counters import Event
 from exactsum.keys import Keys, RqKeys, job_id
 from exactsum.protocol import encode
 from exactsum.replication import AcknowledgedScript, NotAcknowledged, Replication
@@ -130,8 +131,7 @@ def test_rq_worker_processes_get_min_replicas_and_wait_for_the_replica(
     try:
         consumer = services.consumer(*RQ, "--threads", "1", MIN_REPLICAS="1",
                                      REPLICA_TIMEOUT="0.3")
-        wait_until(lambda: consumer.stderr.count("commit failed (NotAcknowledged: WAIT: 0 of 1 "
-                                                 "replicas") >= 2, 60,
+        wait_until(lambda: consumer.counter(Event.REDIS_RETRY) >= 2, 60,
                    "a job's commit refused twice for want of a replica")
         assert client.get(rk.sum) == b"42" and client.get(rk.committed) == b"2"
         replica.start()
@@ -158,7 +158,7 @@ def test_rq_workers_that_wait_out_a_refusal_of_writes_are_replaced_at_once(
     services = Services(own_redis.url, key_prefix, tmp_path)
     try:
         consumer = services.consumer(*RQ, "--threads", "2")
-        wait_until(lambda: consumer.stderr.count("started (pid") >= 2, 60, "two RQ workers")
+        wait_until(lambda: consumer.counter(Event.RQ_WORKER_STARTED) >= 2, 60, "two RQ workers")
         time.sleep(1.0)  # in their blocking pop
         client.config_set("min-replicas-to-write", 1)  # no replica: every write is refused
         try:
@@ -292,7 +292,7 @@ def test_kill_9_of_the_primary_mid_rq_run_loses_nothing_and_counts_nothing_twice
         wait_until(lambda n=node: _on(n, rk.committed) == ITEMS, 60,  # type: ignore[misc]
                    f"node {node.port} to catch up")
         assert int(cast(bytes, node.client().get(rk.sum))) == expected_sum
-    retried = sum(p.stderr.count("retrying in") for p in services.procs)
+    retried = sum(p.counter(Event.REDIS_RETRY) for p in services.procs)
     print(f"\nRQ, --min-replicas 1: primary kill -9'd at {before_kill} of {ITEMS} items "
           f"committed; promoted {promoted_s:.2f} s after, first commit on the new primary "
           f"{first_commit_s:.2f} s, old primary back as a replica {rejoined_s:.2f} s; "

@@ -13,8 +13,10 @@ from functools import partial
 
 import redis
 
+from exactsum import counters
 from exactsum.cluster import PartitionDirectory, connect
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.transport.base import ConsumerContext, ConsumerPool
 from exactsum.transport.failures import FailureInjector
 from exactsum.transport.latency import LatencyHistogram
@@ -81,6 +83,7 @@ class ThreadPool(ConsumerPool):
         self.halt.set()
         still_busy = [w.name for w in self.workers if w.is_alive()]
         if still_busy:
+            counters.incr(Event.GRACE_OVERRUN, len(still_busy))
             log.warning("consumer %s: %s did not finish within the grace; giving their batches "
                         "back", self.ctx.consumer_id, ", ".join(still_busy))
         moved = self._give_back(give_back_by)

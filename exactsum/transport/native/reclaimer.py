@@ -16,7 +16,9 @@ import time
 
 import redis
 
+from exactsum import counters
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.retention import expire_finished_runs
@@ -78,6 +80,7 @@ class Reclaimer(threading.Thread):
             if moved > 0:
                 moved_total += moved
                 self.events.on_reclaim(moved)
+                counters.incr(Event.ELEMENTS_RECLAIMED, moved)
                 log.warning("reclaimed %d elements from %s: its heartbeat expired", moved, key)
         self._forget_departed()
         return moved_total

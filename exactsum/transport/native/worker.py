@@ -30,9 +30,11 @@ from typing import Any, cast
 
 import redis
 
+from exactsum import counters
 from exactsum.audit import dead_letter_entry
 from exactsum.cluster import PartitionDirectory
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.events import NO_CONSUMER_EVENTS, ConsumerEvents
 from exactsum.keys import Keys
 from exactsum.logs import bind_run
@@ -324,10 +326,12 @@ class Worker(threading.Thread):
                 self.events.on_commit(batch, claim_s)
             elif status == Commit.ALREADY_COUNTED:
                 self.events.on_refused(batch, "already_counted")
+                counters.incr(Event.COMMIT_ALREADY_COUNTED)
                 log.info("%s: batch %s/%d was already counted; not counted again", self.name,
                          batch.run_id, batch.seq)
             elif status == Commit.FENCED:
                 self.events.on_refused(batch, "fenced")
+                counters.incr(Event.COMMIT_FENCED)
                 log.warning("%s: batch %s/%d was reclaimed from us while we were away; whoever "
                             "holds it now counts it", self.name, batch.run_id, batch.seq)
             elif status == Commit.UNKNOWN_RUN:
@@ -363,6 +367,7 @@ class Worker(threading.Thread):
             log.warning("%s: batch %s/%d failed (attempt %d of %d): %s; requeued", self.name,
                         batch.run_id, batch.seq, attempts, self.max_attempts, summary)
             self.events.on_retry(batch)
+            counters.incr(Event.BATCH_RETRIED)
         self._note_left(left)
 
     def _note_left(self, left: int) -> None:
@@ -407,4 +412,5 @@ class Worker(threading.Thread):
             log.error("%s: batch %s/%d (%d items) dead-lettered: %s", self.name, batch.run_id,
                       batch.seq, batch.count, reason)
             self.events.on_dead_letter(batch)
+            counters.incr(Event.BATCH_DEAD_LETTERED)
         self._note_left(left)

@@ -62,6 +62,12 @@ class RqTransport(Transport):
         queue = meta.get(b"rq_queue")
         return self.queue_key(keys, queue.decode() if queue else "")
 
+    def own_queue(self, keys: Keys, meta: Mapping[bytes, bytes]) -> tuple[str, str] | None:
+        queue = meta.get(b"rq_queue")
+        if queue is None:
+            return None
+        return queue.decode(), self.queue_key(keys, queue.decode())
+
     def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
                      meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,
                      count: int) -> bool:

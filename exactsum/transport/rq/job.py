@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 import redis
 from rq import get_current_job
 
+from exactsum import counters
 from exactsum.audit import dead_letter_entry
 from exactsum.cluster import register_scripts
 from exactsum.connection import make_client, retrying
+from exactsum.counters import Event
 from exactsum.keys import Keys, RunKeys
 from exactsum.logs import bind_run
 from exactsum.protocol import ForeignElement, decode
@@ -111,6 +113,7 @@ def count_batch(run_id: str, seq: int) -> str:
             summary = "; ".join(reasons[:5]) + (
                 f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
             if job is not None and job.retries_left:
+                counters.incr(Event.BATCH_RETRIED)
                 log.warning("batch %s/%d failed (attempt %d, %d retries left): %s", run_id,
                             seq, attempts, job.retries_left, summary)
                 raise BatchFailed(summary)
@@ -128,9 +131,11 @@ def count_batch(run_id: str, seq: int) -> str:
     if status == Commit.COUNTED:
         return f"counted {batch.count} items, sum {batch.total}"
     if status == Commit.ALREADY_COUNTED:
+        counters.incr(Event.COMMIT_ALREADY_COUNTED)
         log.info("batch %s/%d was already resolved; not counted again", run_id, seq)
         return "already resolved"
     if status == Commit.FENCED:
+        counters.incr(Event.COMMIT_FENCED)
         log.warning("batch %s/%d: this job was put back while its worker seemed dead; the "
                     "execution holding the new lease counts it", run_id, seq)
         return "fenced"
@@ -163,6 +168,7 @@ def _dead_letter(ctx: JobContext, run_id: str, element: bytes, seq: int, items: 
         "dead-letter", log,
     )))
     if status == DeadLetter.DEAD_LETTERED:
+        counters.incr(Event.BATCH_DEAD_LETTERED)
         log.error("batch %s/%d (%d items) dead-lettered: %s", run_id, seq, items, reason)
         return f"dead-lettered: {reason}"
     return "already resolved" if status == DeadLetter.ALREADY_RESOLVED else "fenced"

@@ -27,7 +27,9 @@ from typing import cast
 
 import redis
 
+from exactsum import counters
 from exactsum.connection import RetryAborted, make_client, retrying
+from exactsum.counters import Event
 from exactsum.keys import PoolWorkerName
 from exactsum.transport.base import ConsumerContext, ConsumerPool
 from exactsum.transport.rq.reclaimer import RqReclaimer
@@ -112,6 +114,7 @@ class RqPool(ConsumerPool):
                 slot.failures = 0 if healthy else slot.failures + 1
                 delay = min(BACKOFF_CAP_S, 0.5 * 2 ** (slot.failures - 1)) if slot.failures else 0
                 delay *= random.uniform(0.5, 1.0)
+                counters.incr(Event.RQ_WORKER_DIED)
                 log.error("RQ worker %s (pid %d) exited with status %s after %.1fs; its jobs "
                           "are put back, a new worker starts in %.1fs", slot.name, process.pid,
                           process.returncode, lived, delay)
@@ -138,6 +141,7 @@ class RqPool(ConsumerPool):
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
             min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,
+            counters_file=s.counters_file,
         )
         with self._lock:
             self._live.add(slot.name)
@@ -146,6 +150,7 @@ class RqPool(ConsumerPool):
             env={**os.environ, CONFIG_ENV: config.to_env()}, stdin=subprocess.DEVNULL,
         )
         slot.started_at = time.monotonic()
+        counters.incr(Event.RQ_WORKER_STARTED)
         log.info("RQ worker %s started (pid %d)", slot.name, slot.process.pid)
 
     def stop(self, finish_by: float, give_back_by: float) -> int:
@@ -158,6 +163,7 @@ class RqPool(ConsumerPool):
             try:
                 slot.process.wait(timeout=max(0.0, finish_by - time.monotonic()))
             except subprocess.TimeoutExpired:
+                counters.incr(Event.GRACE_OVERRUN)
                 log.warning("RQ worker %s did not finish within the grace; killing it and "
                             "putting its job back", slot.name)
                 slot.process.kill()

@@ -34,8 +34,10 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from exactsum import counters
 from exactsum.audit import dead_letter_entry
 from exactsum.connection import RetryAborted, retrying
+from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id
 from exactsum.keys import job_id as make_job_id
 from exactsum.protocol import ForeignElement, decode
@@ -150,9 +152,11 @@ class RqReclaimer(threading.Thread):
         )
         status = ReclaimJob(int(reply))
         if status == ReclaimJob.REQUEUED:
+            counters.incr(Event.RQ_JOBS_PUT_BACK)
             log.warning("job %s: its worker %s is dead; put back on the queue (lease %s)",
                         job_id, worker, lease)
         elif status == ReclaimJob.DEAD_LETTERED:
+            counters.incr(Event.BATCH_DEAD_LETTERED)
             log.error("job %s: its worker %s is dead and it has no retries left; its batch "
                       "(%d items) is dead-lettered", job_id, worker, items)
         return 0 if status == ReclaimJob.NOTHING else 1
@@ -241,6 +245,7 @@ class RqReclaimer(threading.Thread):
         enqueue_jobs(Queue(options.queue, connection=self.client), tx, self.keys.prefix, run_id,
                      ((seq, _items(element)) for seq, element in orphans), options)
         tx.execute()
+        counters.incr(Event.RQ_ORPHANS_REQUEUED, len(orphans))
         # With --min-replicas, on the replicas before it counts as done (a failover that lost
         # it leaves the batches without a job again, and the next stalled pass finds them).
         replication_of(self.scripts.reclaim_job).barrier(self.client, rk.acks)

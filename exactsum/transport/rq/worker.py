@@ -27,6 +27,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from exactsum import counters
 from exactsum.connection import (
     RedisTarget,
     RetryAborted,
@@ -79,6 +80,7 @@ class WorkerConfig:
     flaky_rate: float
     work_cpu_us: float
     work_io_ms: float
+    counters_file: str | None = None
     # --min-replicas / --replica-timeout: the jobs' scripts are acknowledged by replicas.
     min_replicas: int = 0
     replica_timeout: float = 2.0
@@ -134,8 +136,11 @@ def main() -> int:
     # service starts a new worker, with backoff, and puts back whatever this one held.
     # RQ logs three lines per job at INFO; ours say what matters (put back, dead-lettered).
     rq_level = "DEBUG" if config.log_level == "DEBUG" else "WARNING"
+    # Beside the consumer's file, added up by exactsum.counters.read.
+    keep = f"{config.counters_file}.{config.name}" if config.counters_file else None
     try:
-        worker.work(logging_level=rq_level, with_scheduler=False)
+        with counters.kept_in(keep):
+            worker.work(logging_level=rq_level, with_scheduler=False)
     except redis.RedisError as exc:
         # RQ's clean-up on the way out needs Redis too; RQ has logged the first error already.
         log.error("RQ worker %s stopped: %s: %s", config.name, type(exc).__name__, exc)
