@@ -19,6 +19,7 @@ import redis
 from exactsum.keys import Keys
 from exactsum.scripts import Scripts
 from tests.localredis import LocalRedis
+from tests.localsentinel import LocalSentinelGroup
 from tests.procs import Services
 
 
@@ -63,6 +64,37 @@ def own_redis() -> Iterator[LocalRedis]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis]]:
+    """A primary and its replica (tests/integration/test_sentinel*.py: WAIT without Sentinel)."""
+    (tmp_path / "primary").mkdir()
+    (tmp_path / "replica").mkdir()
+    primary = LocalRedis(data_dir=tmp_path / "primary")
+    replica = LocalRedis(data_dir=tmp_path / "replica",
+                         extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
+    try:
+        primary.start()
+        replica.start()
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[LocalSentinelGroup]:
+    """A primary, two replicas and three Sentinels that fail over within seconds."""
+    group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
+                               failover_timeout_ms=5000, min_replicas_to_write=1,
+                               work_dir=tmp_path / "sentinel")
+    try:
+        group.start()
+        yield group
+    finally:
+        group.kill_all()
+        group.close()
 
 
 @pytest.fixture

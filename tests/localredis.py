@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -134,3 +135,9 @@ class LocalRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def replica_linked(replica: LocalRedis) -> bool:
+    """Whether ``replica``'s link to its primary is up."""
+    info = cast(dict[str, object], replica.client().info("replication"))
+    return info.get("master_link_status") == "up"

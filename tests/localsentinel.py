@@ -168,6 +168,11 @@ class LocalSentinelGroup(RedisGroup):
     def node(self, port: int) -> LocalRedis:
         return next(n for n in self.nodes if n.port == port)
 
+    def current_primary(self) -> LocalRedis | None:
+        """The primary the Sentinels' majority names now (None while they disagree)."""
+        port = self.primary_port()
+        return None if port is None else self.node(port)
+
     def primary(self) -> LocalRedis:
         port = self.primary_port()
         if port is None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -26,32 +25,11 @@ from exactsum.protocol import encode
 from exactsum.replication import Replication
 from exactsum.scripts import Scripts
 from exactsum.transport.native.sink import ListSink
-from tests.localredis import LocalRedis
+from tests.localredis import LocalRedis, replica_linked
 from tests.localsentinel import LocalSentinelGroup
 from tests.procs import Services, assert_exact, numbers_file, wait_until
 
 log = logging.getLogger("test.sentinel")
-
-
-@pytest.fixture
-def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis]]:
-    primary = LocalRedis(data_dir=tmp_path / "primary")
-    (tmp_path / "primary").mkdir()
-    (tmp_path / "replica").mkdir()
-    replica = LocalRedis(data_dir=tmp_path / "replica",
-                         extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
-    try:
-        primary.start()
-        replica.start()
-        yield primary, replica
-    finally:
-        replica.stop()
-        primary.stop()
-
-
-def replica_linked(replica: LocalRedis) -> bool:
-    info = cast(dict[str, object], replica.client().info("replication"))
-    return info.get("master_link_status") == "up"
 
 
 @pytest.mark.timeout(90)
@@ -122,19 +100,6 @@ ITEMS = 1_000_000
 BATCH = 500
 
 
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[LocalSentinelGroup]:
-    group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
-                               failover_timeout_ms=5000, min_replicas_to_write=1,
-                               work_dir=tmp_path / "sentinel")
-    try:
-        group.start()
-        yield group
-    finally:
-        group.kill_all()
-        group.close()
-
-
 def run_counter(group: LocalSentinelGroup, keys: Keys, run_id: str) -> redis.Redis:
     return make_client(RedisTarget(group.url, group.addresses), socket_timeout=2.0,
                        name="test-observer")
@@ -162,12 +127,6 @@ def acknowledged_beyond(node: LocalRedis | None, committed_key: str, meta_key: s
         return True
     except redis.RedisError:
         return False
-
-
-def current_primary(group: LocalSentinelGroup) -> LocalRedis | None:
-    """The primary the Sentinels' majority names now (None while they disagree)."""
-    port = group.primary_port()
-    return None if port is None else group.node(port)
 
 
 def diagnosis(group: LocalSentinelGroup) -> str:
@@ -204,7 +163,7 @@ def fail_over(group: LocalSentinelGroup, committed_key: str, meta_key: str,
         # On a loaded host two Sentinels may start failovers in different epochs at once and
         # the later one wins: the primary can change again within a second of the first
         # promotion. The services follow it; so does this check, by asking the Sentinels.
-        wait_until(lambda: acknowledged_beyond(current_primary(group), committed_key,
+        wait_until(lambda: acknowledged_beyond(group.current_primary(), committed_key,
                                                meta_key, base, min_replicas),
                    240, "an acknowledged commit")
         acknowledged = time.monotonic() - killed

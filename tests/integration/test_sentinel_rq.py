@@ -9,7 +9,6 @@ worker processes, real kill -9.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -25,33 +24,12 @@ from exactsum.runs import RunPlan, create_run
 from exactsum.transport.rq.job import JobContext
 from exactsum.transport.rq.jobs import JobOptions
 from exactsum.transport.rq.sink import RqSink
-from tests.localredis import LocalRedis
+from tests.localredis import LocalRedis, replica_linked
 from tests.localsentinel import LocalSentinelGroup
 from tests.procs import Services, assert_exact, random_sum, wait_until
 
 QUEUE = "q"
 RQ = ("--transport", "rq", "--rq-queue", QUEUE)
-
-
-@pytest.fixture
-def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis]]:
-    (tmp_path / "primary").mkdir()
-    (tmp_path / "replica").mkdir()
-    primary = LocalRedis(data_dir=tmp_path / "primary")
-    replica = LocalRedis(data_dir=tmp_path / "replica",
-                         extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
-    try:
-        primary.start()
-        replica.start()
-        yield primary, replica
-    finally:
-        replica.stop()
-        primary.stop()
-
-
-def _linked(replica: LocalRedis) -> bool:
-    info = cast(dict[str, object], replica.client().info("replication"))
-    return info.get("master_link_status") == "up"
 
 
 @pytest.mark.timeout(90)
@@ -62,7 +40,7 @@ def test_rq_push_is_acknowledged_without_touching_the_meta_it_watches(
     threads WATCH (a write there made their transactions fail and be redone); and the
     replica has the job when the push returns."""
     primary, replica = primary_and_replica
-    wait_until(lambda: _linked(replica), 30, "the replica to link up")
+    wait_until(lambda: replica_linked(replica), 30, "the replica to link up")
     client = primary.client()
     keys = Keys(key_prefix)
     rk = keys.run("ack")
@@ -87,7 +65,7 @@ def test_rq_jobs_scripts_are_acknowledged_and_refused_without_a_replica(
     and with no replica it is not acknowledged (the job's ``retrying`` sends it again), though
     carried out once; the re-send counts nothing."""
     primary, replica = primary_and_replica
-    wait_until(lambda: _linked(replica), 30, "the replica to link up")
+    wait_until(lambda: replica_linked(replica), 30, "the replica to link up")
     client = primary.client()
     keys = Keys(key_prefix)
     rk = keys.run("job")
@@ -119,7 +97,7 @@ def test_rq_worker_processes_get_min_replicas_and_wait_for_the_replica(
     down, a job's commit is carried out but not acknowledged, and the job sends it again until
     the replica is back; the batch is counted once, on both nodes."""
     primary, replica = primary_and_replica
-    wait_until(lambda: _linked(replica), 30, "the replica to link up")
+    wait_until(lambda: replica_linked(replica), 30, "the replica to link up")
     client = primary.client()
     keys = Keys(key_prefix)
     rk = keys.run("wait")
@@ -190,24 +168,6 @@ RATE = 4000
 KILL_AT = 40_000
 
 
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[LocalSentinelGroup]:
-    group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
-                               failover_timeout_ms=5000, min_replicas_to_write=1,
-                               work_dir=tmp_path / "sentinel")
-    try:
-        group.start()
-        yield group
-    finally:
-        group.kill_all()
-        group.close()
-
-
-def _current_primary(group: LocalSentinelGroup) -> LocalRedis | None:
-    port = group.primary_port()
-    return None if port is None else group.node(port)
-
-
 def _on(node: LocalRedis | None, key: str) -> int | None:
     if node is None:
         return None
@@ -263,7 +223,7 @@ def test_kill_9_of_the_primary_mid_rq_run_loses_nothing_and_counts_nothing_twice
         assert at_promotion >= before_kill, (at_promotion, before_kill)
         # On a loaded host two Sentinels may fail over in two epochs at once and the later one
         # wins a second after the first promotion: follow the primary they name now.
-        wait_until(lambda: (_on(_current_primary(group), rk.committed) or 0) > at_promotion,
+        wait_until(lambda: (_on(group.current_primary(), rk.committed) or 0) > at_promotion,
                    120, "a commit on the new primary")
         first_commit_s = time.monotonic() - killed
         group.restart(victim)
