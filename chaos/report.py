@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chaos.checker import CheckerReport
-from chaos.faults import KINDS, KindSummary, Outcome, spread
+from chaos.episodes import KINDS, KindSummary, Outcome, spread
 
 KIND_NAMES = {
     "sigkill": "consumer SIGKILL + replacement",

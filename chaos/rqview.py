@@ -34,7 +34,8 @@ import redis
 
 from chaos.checker import RunState, Snapshot, SnapshotFn, bits, run_args, runs_lua
 from chaos.cluster import Slot
-from chaos.faults import RQ_KINDS, SENTINEL_KINDS, Injector, Outcome
+from chaos.episodes import RQ_KINDS, SENTINEL_KINDS, Outcome
+from chaos.faults import Injector
 from chaos.transports import TransportView
 from exactsum.counters import Event
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, parse_job_id

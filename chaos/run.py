@@ -32,15 +32,8 @@ import redis
 from chaos import netns as netns_mod
 from chaos.checker import Checker, SnapshotFn, take_snapshot
 from chaos.cluster import Cluster
-from chaos.faults import (
-    ALL_KINDS,
-    KINDS,
-    RQ_KINDS,
-    Injector,
-    KindSummary,
-    Outcome,
-    schedule,
-)
+from chaos.episodes import ALL_KINDS, KINDS, RQ_KINDS, KindSummary, Outcome, schedule
+from chaos.faults import Injector
 from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
 from chaos.transports import view

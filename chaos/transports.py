@@ -14,7 +14,8 @@ import importlib
 from typing import Any
 
 from chaos.checker import SnapshotFn, take_snapshot
-from chaos.faults import KINDS, SENTINEL_KINDS, Injector
+from chaos.episodes import KINDS, SENTINEL_KINDS
+from chaos.faults import Injector
 
 
 class TransportView:

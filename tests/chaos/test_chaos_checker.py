@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from chaos.checker import bits, take_snapshot, violations
-from chaos.faults import KINDS, schedule
+from chaos.episodes import KINDS, schedule
 from chaos.rqview import take_rq_snapshot
 from exactsum.keys import Keys, RqKeys, job_id
 from exactsum.protocol import encode
