@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,16 +86,31 @@ def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedis, LocalRedis
 
 @pytest.fixture
 def sentinel_group(tmp_path: Path) -> Iterator[LocalSentinelGroup]:
-    """A primary, two replicas and three Sentinels that fail over within seconds."""
-    group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
-                               failover_timeout_ms=5000, min_replicas_to_write=1,
-                               work_dir=tmp_path / "sentinel")
-    try:
-        group.start()
-        yield group
-    finally:
-        group.kill_all()
-        group.close()
+    """A primary, two replicas and three Sentinels that fail over within seconds.
+
+    Assembling the group is the harness' part, not the test's: one that does not get ready
+    (Sentinels that never see each other) is said as a warning, with what each Sentinel knew,
+    and built once more on new ports before the test is given up."""
+    for attempt in (1, 2):
+        group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
+                                   failover_timeout_ms=5000, min_replicas_to_write=1,
+                                   work_dir=tmp_path / f"sentinel{attempt}")
+        try:
+            group.start()
+        except (TimeoutError, RuntimeError) as exc:
+            group.kill_all()
+            group.close()
+            if attempt == 2:
+                raise
+            warnings.warn(f"the Sentinel group did not get ready; building it again: {exc}",
+                          stacklevel=1)
+            continue
+        try:
+            yield group
+        finally:
+            group.kill_all()
+            group.close()
+        return
 
 
 @pytest.fixture

@@ -13,35 +13,15 @@ one and two).
 
 from __future__ import annotations
 
-import random
-import socket
 import time
 from pathlib import Path
 
-from tests.localredis import LocalRedis
+from tests.localredis import LocalRedis, free_port
 from tests.redisgroup import RedisGroup
 
 SLOTS = 16384
 # A node also listens on its port + 10000 (the cluster bus), which must be a port too.
 BUS_OFFSET = 10000
-
-
-def free_cluster_port() -> int:
-    """A loopback port that is free, and whose cluster bus port (+10000) is free as well."""
-    for _ in range(200):
-        port = random.randint(20000, 65535 - BUS_OFFSET)
-        if all(_free(p) for p in (port, port + BUS_OFFSET)):
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class LocalCluster(RedisGroup):
@@ -60,7 +40,7 @@ class LocalCluster(RedisGroup):
         super().__init__("exactsum-cluster-")
         self.primaries_n, self.replicas_n = primaries, replicas
         for index in range(primaries * (1 + replicas)):
-            port = free_cluster_port()
+            port = free_port(also=BUS_OFFSET)
             data = self.node_dir(f"node{index}")
             self.nodes.append(LocalRedis(port, data, fsync=fsync, extra_args=[
                 "--cluster-enabled", "yes",

@@ -7,6 +7,7 @@ SIGKILL and started again on the same port and data, as a crashed Redis would be
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -19,10 +20,43 @@ from typing import cast
 import redis
 
 
-def free_port() -> int:
+def _ephemeral_floor() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections' local ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(also: int | None = None) -> int:
+    """A loopback port that is free now, with ``port + also`` free too when given (a cluster
+    node's bus port).
+
+    The ports lie below the kernel's ephemeral range, so that no outgoing connection (a
+    replica's link, a client) can take one between now and the server's bind, and none is
+    handed out twice in this process: a port picked while others were still unbound would
+    otherwise be free for the next pick as well. Either collision makes a server exit at once
+    on "Address already in use", and a group that waits for it waits in vain."""
+    top = _ephemeral_floor() - (also or 0)
+    for _ in range(1000):
+        port = random.randrange(10000, top)
+        wanted = [port] if also is None else [port, port + also]
+        if _handed_out.isdisjoint(wanted) and all(_bindable(p) for p in wanted):
+            _handed_out.update(wanted)
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def kill_process(process: subprocess.Popen[bytes] | None) -> None:

@@ -65,6 +65,33 @@ class SentinelProcess:
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def wait_up(self, deadline: float) -> None:
+        """Until it answers PING; a Sentinel that exited (a port taken, a bad config) is said at
+        once, with its log, instead of being waited for until the deadline."""
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"Sentinel on port {self.port} exited with "
+                                   f"{self.process.returncode}: {self.log_text()[-2000:]}")
+            try:
+                if self.client().ping():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Sentinel on port {self.port} did not answer: "
+                                   f"{self.log_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def describe(self, master: str) -> str:
+        """What it knows of ``master``, and its log's end: for a group that never got ready."""
+        alive = "running" if self.process and self.process.poll() is None else "exited"
+        try:
+            state: object = self.client().sentinel_master(master)
+        except redis.RedisError as exc:
+            state = repr(exc)
+        return (f"Sentinel {self.port} ({alive}): {state}\n"
+                f"{self.log_text()[-1500:]}")
+
     def client(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis(HOST, self.port, socket_timeout=2.0)
@@ -134,10 +161,17 @@ class LocalSentinelGroup(RedisGroup):
             self.wait_replica(node, deadline - time.monotonic())
         for sentinel in self.sentinels:
             sentinel.start()
-        replicas, others = len(self.nodes) - 1, len(self.sentinels) - 1
         for sentinel in self.sentinels:
-            self.until(partial(self._sees, sentinel, replicas, others), deadline,
-                       "every Sentinel to see the replicas and the other Sentinels")
+            sentinel.wait_up(deadline)
+        replicas, others = len(self.nodes) - 1, len(self.sentinels) - 1
+        try:
+            for sentinel in self.sentinels:
+                self.until(partial(self._sees, sentinel, replicas, others), deadline,
+                           "every Sentinel to see the replicas and the other Sentinels")
+        except TimeoutError as exc:
+            roles = ", ".join(f"{n.port}: {self.role(n)}" for n in self.nodes)
+            seen = "\n".join(s.describe(self.master) for s in self.sentinels)
+            raise TimeoutError(f"{exc}\nnodes {roles}\n{seen}") from None
 
     def _sees(self, sentinel: SentinelProcess, replicas: int, others: int) -> bool:
         try:
