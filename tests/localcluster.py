@@ -154,8 +154,11 @@ class LocalCluster(RedisGroup):
             names = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, keys_per_step)  # type: ignore[no-untyped-call]
             if not names:
                 break
+            # Under an ACL the source logs in to the target as this harness' admin.
+            auth = (["AUTH2", target.username, target.password]
+                    if target.username and target.password else [])
             src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10000,  # type: ignore[no-untyped-call]
-                                "KEYS", *names)
+                                *auth, "KEYS", *names)
             moved += len(names)
             if pause_s:
                 time.sleep(pause_s)

@@ -1,23 +1,25 @@
 """Least-privilege users on a Redis Cluster: the ACL file of ``exactsum_admin.acl``, loaded by
 every node, lets the services run a partitioned run with their own users (tagged key names,
-the slot map, WAIT after every script with a replica per primary), and still refuses each user
-what it must not do there."""
+the slot map, WAIT after every script with a replica per primary, ASKING while a slot moves),
+and still refuses each user what it must not do there."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from exactsum.keys import Keys
 from exactsum_admin.acl import acl_file
-from tests.cluster_harness import ClusterServices, run_tags
+from tests.cluster_harness import ClusterServices, committed_on_cluster, run_tags
 from tests.localcluster import LocalCluster
-from tests.procs import assert_exact, finish, numbers_file
+from tests.procs import assert_exact, finish, numbers_file, wait_until
 
 PASSWORDS = {user: f"{user}-secret-password" for user in ("producer", "consumer", "admin")}
 ACKED = ("--min-replicas", "1", "--replica-timeout", "2")
@@ -68,7 +70,7 @@ def test_a_partitioned_run_is_exact_with_the_services_own_users_on_a_cluster(
         assert "NOPERM" not in logs and "NoPermission" not in logs, logs[-3000:]
     finally:
         services.close()
-    admin = as_user(acl_cluster, "admin")
+    admin = cast(redis.Redis, as_user(acl_cluster, "admin"))
     tag = run_tags(admin, keys, "acl")[0]
     part = keys.partition(tag).run("acl")
     producer_client, consumer_client = as_user(acl_cluster, "producer"), as_user(acl_cluster,
@@ -86,3 +88,43 @@ def test_a_partitioned_run_is_exact_with_the_services_own_users_on_a_cluster(
     finally:
         for client in (admin, producer_client, consumer_client):
             client.close()
+
+
+@pytest.mark.timeout(300)
+def test_partitions_resharded_mid_run_are_followed_by_the_services_own_users(
+    acl_cluster: LocalCluster, key_prefix: str, keys: Keys, tmp_path: Path
+) -> None:
+    """While each partition's slot moves to another primary key by key, scripts meet ASK (and
+    TRYAGAIN while a slot's keys are split): the producer's and consumers' own users must be
+    allowed to follow them (ASKING), and the run stays exact."""
+    items = 100_000
+    admin = cast(redis.Redis, as_user(acl_cluster, "admin"))
+    services = ClusterServices(acl_cluster.url, key_prefix, tmp_path)
+    try:
+        consumers = [services.consumer("--threads", "2", "--work-io-ms", "0.02", *ACKED,
+                                       **creds("consumer")) for _ in range(2)]
+        path, total = numbers_file(tmp_path, items, seed=21)
+        producer = services.producer("--input", str(path), "--batch", "100", "--max-queue",
+                                     "10000", "--run-id", "moved", "--partitions", "2",
+                                     "--timeout", "240", *ACKED, **creds("producer"))
+        wait_until(lambda: committed_on_cluster(admin, keys) >= items // 10, 120,
+                   "a tenth committed")
+        primaries = acl_cluster.primary_nodes()
+        moved = 0
+        for tag in run_tags(admin, keys, "moved"):
+            slot = key_slot(tag.encode())
+            source = acl_cluster.owner_of_slot(slot)
+            target = primaries[(primaries.index(source) + 1) % len(primaries)]
+            moved += acl_cluster.migrate_slot(slot, target, keys_per_step=1, pause_s=0.05)
+            assert acl_cluster.owner_of_slot(slot) is target
+        # The moves ended before the run did: the services met them in full flow.
+        assert committed_on_cluster(admin, keys) < items
+        assert moved > 0
+        report = finish(producer, timeout=240)
+        assert_exact(report, items, total)
+        for proc in consumers:
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, proc.stderr[-2000:]
+    finally:
+        services.close()
+        admin.close()
