@@ -117,6 +117,10 @@ class RqPool(ConsumerPool):
                 delay = min(BACKOFF_CAP_S, 0.5 * 2 ** (slot.failures - 1)) if slot.failures else 0
                 delay *= random.uniform(0.5, 1.0)
                 counters.incr(Event.RQ_WORKER_DIED)
+                if process.returncode == EXIT_REDIS_BACK:
+                    counters.incr(Event.RQ_WORKER_REDIS_BACK)
+                counters.incr(Event.RQ_WORKER_RESTART_DELAYED if slot.failures
+                              else Event.RQ_WORKER_RESTARTED_AT_ONCE)
                 log.error("RQ worker %s (pid %d) exited with status %s after %.1fs; its jobs "
                           "are put back, a new worker starts in %.1fs", slot.name, process.pid,
                           process.returncode, lived, delay)
