@@ -32,6 +32,9 @@ class Event(StrEnum):
 
     # A Redis command failed and is retried (exactsum.connection.retrying), once per attempt.
     REDIS_RETRY = "redis_retry"
+    # ... of which TRYAGAIN: a script's keys were split between two cluster nodes while their
+    # slot migrated (a reshard).
+    REDIS_RETRY_TRYAGAIN = "redis_retry_tryagain"
     # A commit counted nothing: the batch was reclaimed from this consumer (fenced) ...
     COMMIT_FENCED = "commit_fenced"
     # ... or already counted (re-sent, or counted by another consumer after a reclaim).
