@@ -8,6 +8,8 @@ from typing import Any
 
 from chaos.checker import CheckerReport
 from chaos.episodes import KINDS, KindSummary, Outcome, spread
+from chaos.transports import view
+from exactsum.transport import DEFAULT
 
 KIND_NAMES = {
     "sigkill": "consumer SIGKILL + replacement",
@@ -96,14 +98,10 @@ def fault_table(kinds: list[KindSummary], disabled: dict[str, str]) -> str:
 
 def result_table(r: ChaosResult) -> str:
     c = r.checker
-    if r.transport == "rq":
-        moved = "jobs of dead workers put back on RQ's queue by reclaim_job.lua"
-        retried, commit = "RQ retried the job", "commit_job.lua"
-    else:
-        moved = "elements moved back from dead or absent consumers"
-        retried, commit = "retry.lua put the batch back on the queue", "commit.lua"
+    words = view(r.transport)
+    moved, retried, commit = words.reclaimed_words, words.retried_words, words.commit_script
     rows = [
-        ("seed", str(r.seed) + ("" if r.transport == "native" else f" (transport {r.transport})")
+        ("seed", str(r.seed) + ("" if r.transport == DEFAULT else f" (transport {r.transport})")
          + (" (Redis Sentinel: a primary, two replicas, three Sentinels)"
             if r.redis == "sentinel" else "")),
         ("items", f"{r.items:,} in batches of {r.batch}, {r.consumers} consumers"),

@@ -207,6 +207,9 @@ class RqView(TransportView):
 
     kinds = RQ_KINDS
     sentinel_kinds = (*SENTINEL_KINDS, "rqworker")
+    reclaimed_words = "jobs of dead workers put back on RQ's queue by reclaim_job.lua"
+    retried_words = "RQ retried the job"
+    commit_script = "commit_job.lua"
 
     def consumer_args(self, args: argparse.Namespace) -> list[str]:
         return ["--transport", self.name, "--rq-queue", args.rq_queue]

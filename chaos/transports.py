@@ -24,6 +24,11 @@ class TransportView:
     # The fault kinds that make sense for it, and those under --redis sentinel (empty: none).
     kinds: tuple[str, ...] = KINDS
     sentinel_kinds: tuple[str, ...] = SENTINEL_KINDS
+    # The report's words (chaos.report.result_table): what a reclaim moved, what retried a
+    # flaky failure, and the script that refuses stale commits.
+    reclaimed_words = "elements moved back from dead or absent consumers"
+    retried_words = "retry.lua put the batch back on the queue"
+    commit_script = "commit.lua"
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from exactsum import options
 from exactsum.options import (
     EnvParser,
+    Options,
     SettingsError,
     non_negative_float,
     option,
@@ -17,6 +18,7 @@ from exactsum.options import (
     positive_int,
 )
 from exactsum.settings import ServiceSettings
+from exactsum.transport import Transport
 
 
 def share(text: str) -> float:
@@ -74,6 +76,10 @@ class ConsumerSettings(ServiceSettings):
         None, env="CONSUMER_STATS_FILE",
         help="at exit, write to FILE a JSON summary: items committed and push-to-commit latency "
         "percentiles (for benchmarks)")
+
+    @classmethod
+    def own_options(cls, transport: Transport) -> type[Options]:
+        return transport.consumer_options
 
     def __post_init__(self) -> None:
         super().__post_init__()

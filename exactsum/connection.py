@@ -238,6 +238,8 @@ def retrying(
         failed, attempts = error, state.attempt_number
         delay = state.next_action.sleep
         counters.incr(Event.REDIS_RETRY)
+        if isinstance(error, redis.exceptions.TryAgainError):
+            counters.incr(Event.REDIS_RETRY_TRYAGAIN)
         log.warning("redis: %s failed (%s: %s); attempt %d, retrying in %.2fs", what,
                     type(error).__name__, error, state.attempt_number, delay)
         if on_error is not None:

@@ -32,6 +32,9 @@ class Event(StrEnum):
 
     # A Redis command failed and is retried (exactsum.connection.retrying), once per attempt.
     REDIS_RETRY = "redis_retry"
+    # ... of which TRYAGAIN: a script's keys were split between two cluster nodes while their
+    # slot migrated (a reshard).
+    REDIS_RETRY_TRYAGAIN = "redis_retry_tryagain"
     # A commit counted nothing: the batch was reclaimed from this consumer (fenced) ...
     COMMIT_FENCED = "commit_fenced"
     # ... or already counted (re-sent, or counted by another consumer after a reclaim).
@@ -57,6 +60,17 @@ class Event(StrEnum):
     # RQ transport: RQ worker processes started, and seen dead (exited on their own).
     RQ_WORKER_STARTED = "rq_worker_started"
     RQ_WORKER_DIED = "rq_worker_died"
+    # RQ transport: an RQ worker's work loop ended on a Redis error (RQ retries none of them);
+    # on a transient one (a refusal of writes, a lost primary) it then waits for writes.
+    RQ_WORKER_REDIS_ERROR = "rq_worker_redis_error"
+    # RQ transport: a worker exited with status 75, having waited until its Redis took writes
+    # again (a restart, a failover; counted by the pool, among rq_worker_died).
+    RQ_WORKER_REDIS_BACK = "rq_worker_redis_back"
+    # RQ transport: a dead worker's slot gets a new worker at once (it waited out an outage, or
+    # had lived long) ...
+    RQ_WORKER_RESTARTED_AT_ONCE = "rq_worker_restarted_at_once"
+    # ... or after a backoff that grows while the slot's workers keep dying young.
+    RQ_WORKER_RESTART_DELAYED = "rq_worker_restart_delayed"
 
 
 class Counters:

@@ -20,7 +20,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 S = TypeVar("S", bound="Options")
@@ -65,6 +65,18 @@ class Options:
     DESCRIPTION: ClassVar[str] = ""
     # Fills ``{prefix}`` in a variable's name: PRODUCER_METRICS_PORT, CONSUMER_METRICS_PORT.
     ENV_PREFIX: ClassVar[str] = ""
+
+    @classmethod
+    def more_options(cls) -> list[type[Options]]:
+        """Settings classes whose options this command takes too, after its own, each declared
+        by its owner (the services: every transport's own options); none by default."""
+        return []
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        """The settings of what a parser of :func:`build_parser` parsed; a class with
+        :meth:`more_options` builds what it keeps of them here."""
+        return cls(**values_of(cls, args))
 
 
 class EnvParser(argparse.ArgumentParser):
@@ -132,19 +144,25 @@ def add_options(parser: EnvParser, cls: type[Options]) -> None:
 
 
 def build_parser(cls: type[Options]) -> EnvParser:
-    """A parser of ``cls``'s options, named ``cls.PROG``; a tool may add plain arguments to it
-    (sub-commands, switches without a variable) before it parses."""
+    """A parser of ``cls``'s options, then those of its :meth:`~Options.more_options`, named
+    ``cls.PROG``; a tool may add plain arguments to it (sub-commands, switches without a
+    variable) before it parses. Two classes declaring one flag fail here (argparse's conflict)."""
     parser = EnvParser(prog=cls.PROG or None, description=cls.DESCRIPTION or None)
-    add_options(parser, cls)
+    for declared in [cls, *cls.more_options()]:
+        add_options(parser, declared)
     return parser
+
+
+def values_of(cls: type[Options], args: argparse.Namespace) -> dict[str, Any]:
+    """The values of ``cls``'s option fields in what a parser parsed, by field name."""
+    return {f.name: getattr(args, f.name) for f, _ in option_fields(cls)}
 
 
 def settings_from(cls: type[S], parser: argparse.ArgumentParser, args: argparse.Namespace) -> S:
     """The settings of what ``parser`` parsed; a failed check across options exits 2 through
     ``parser.error``, like a bad value."""
-    values = {f.name: getattr(args, f.name) for f, _ in option_fields(cls)}
     try:
-        return cls(**values)
+        return cls.from_args(args)
     except SettingsError as exc:
         parser.error(str(exc))
 
@@ -242,11 +260,3 @@ def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
     if not found:
         raise argparse.ArgumentTypeError(f"{text!r} names no Sentinel (host:port,...)")
     return tuple(found)
-
-
-def rq_queue_name(text: str) -> str:
-    if not text or any(c in text for c in ":,") or any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: an RQ queue name is non-empty, without ':', ',' or spaces"
-        )
-    return text

@@ -3,12 +3,16 @@
 :class:`RedisSettings`: where Redis is, the key prefix and logging; every command that talks to
 Redis starts from it (the services, status, the dashboard, the health check, the admin CLI).
 :class:`ServiceSettings` adds what the producer and the consumer both take: metrics and the
-transport, with the checks that the transport is installed and can run where it is asked to.
+transport, with the checks that the transport is installed and can run where it is asked to, and
+every transport's own options (declared in its package), of which the picked transport gets its
+object, ``transport_options``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, field
+from typing import Self
 
 from exactsum import transport as transports
 from exactsum.connection import RedisTarget
@@ -22,8 +26,8 @@ from exactsum.options import (
     option,
     port,
     positive_float,
-    rq_queue_name,
     sentinel_addresses,
+    values_of,
 )
 from exactsum.replication import Replication
 
@@ -82,8 +86,8 @@ class RedisSettings(Options):
 
 @dataclass(frozen=True)
 class ServiceSettings(RedisSettings):
-    """What the producer and the consumer both take: metrics, and which queue carries the
-    batches (the producer and its consumers must agree)."""
+    """What the producer and the consumer both take: metrics, and which transport carries the
+    batches, with that transport's own options (the producer and its consumers must agree)."""
 
     # Where to serve Prometheus metrics (exactsum.metrics); off unless a port is given.
     counters_file: str | None = option(
@@ -98,14 +102,45 @@ class ServiceSettings(RedisSettings):
         transports.DEFAULT, env="TRANSPORT", choices=transports.names(), tail=True,
         help="native: a Redis list and this project's scripts; rq: RQ jobs on an RQ queue, run "
         "by RQ workers (the sum stays exact either way)")
-    rq_queue: str = option("exactsum", env="RQ_QUEUE", type=rq_queue_name, tail=True,
-                           help="the RQ queue's name (with --transport rq)")
+    # The picked transport's own options, an object of its class for this service
+    # (own_options): from the command line, or the class's defaults when settings built in
+    # code leave them out. Not an option itself: its fields are (more_options).
+    transport_options: Options = field(default_factory=Options)
+
+    @classmethod
+    def own_options(cls, transport: transports.Transport) -> type[Options]:
+        """The class of ``transport``'s own options for this service."""
+        raise NotImplementedError(f"{cls.__name__} names no transport options (own_options)")
+
+    @classmethod
+    def more_options(cls) -> list[type[Options]]:
+        # Every transport's, not only the picked one's: --help lists them all, and --transport
+        # is read from the same command line.
+        found: list[type[Options]] = []
+        for each in transports.registered():
+            own = cls.own_options(each)
+            if own is not Options and own not in found:
+                found.append(own)
+        return found
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        # The other transports' options were parsed (and their values checked) but are not
+        # kept: a compose file may set RQ_QUEUE for services on either transport.
+        own = cls.own_options(transports.get(args.transport))
+        return cls(**values_of(cls, args), transport_options=own(**values_of(own, args)))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # The transport must be installed, and may allow fewer key prefixes (RQ's job ids carry
         # the prefix).
         chosen = transports.get(self.transport)
+        own = self.own_options(chosen)
+        if type(self.transport_options) is Options and own is not Options:
+            object.__setattr__(self, "transport_options", own())  # frozen: set once, here
+        elif type(self.transport_options) is not own:
+            raise SettingsError(f"--transport {self.transport} takes {own.__name__}, not "
+                                f"{type(self.transport_options).__name__}")
         missing = chosen.missing()
         if missing:
             raise SettingsError(f"--transport {self.transport}: {missing}")

@@ -116,7 +116,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
                  "a stream" if streaming else f"{plan.items} items in {plan.batches} batches",
                  plan.batch_size,
                  f"{len(attempt.partitions)} partitions of a Redis Cluster"
-                 if attempt.partitions else transport.queue_label(keys, settings.rq_queue))
+                 if attempt.partitions else transport.queue_label(keys, settings.transport_options))
 
     bound = queue_bound(settings.max_queue, settings.batch)
     sink = transport.sink(client, keys, scripts, run_id, bound, settings, attempt.epoch)
@@ -128,7 +128,7 @@ def run(settings: ProducerSettings, stop: threading.Event,
         connect(settings.redis, socket_timeout=5.0, name=f"producer-{run_id}-progress"),
         keys, run_id, lambda: source.items, lambda: before.items + pusher.pushed_items,
         interval=settings.progress_interval,
-        queue_key=transport.queue_key(keys, settings.rq_queue),
+        queue_key=transport.queue_key(keys, settings.transport_options),
         read=(lambda: source.read) if isinstance(source, StreamSource) else None,
     )
     progress.start()

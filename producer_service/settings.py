@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from exactsum import options
 from exactsum.options import (
     EnvParser,
+    Options,
     SettingsError,
     int_value,
     non_negative_float,
@@ -20,6 +21,7 @@ from exactsum.options import (
 )
 from exactsum.protocol import RUN_ID_RE
 from exactsum.settings import ServiceSettings
+from exactsum.transport import Transport
 
 
 def run_id(text: str) -> str:
@@ -82,17 +84,10 @@ class ProducerSettings(ServiceSettings):
         0, env="PRODUCER_PARTITIONS", type=non_negative_int,
         help="with --redis-cluster: partitions the run is split into, batch n going to "
         "partition n mod P (0: two per primary of the cluster)")
-    rq_job_timeout: int = option(
-        60, env="PRODUCER_RQ_JOB_TIMEOUT", type=positive_int, tail=True,
-        help="with --transport rq: seconds RQ lets a job run before it kills it")
-    rq_retries: int = option(
-        2, env="PRODUCER_RQ_RETRIES", type=non_negative_int, tail=True,
-        help="with --transport rq: times RQ retries a job that fails or whose worker dies, "
-        "before its batch is dead-lettered")
-    rq_result_ttl: int = option(
-        600, env="PRODUCER_RQ_RESULT_TTL", type=positive_int, tail=True,
-        help="with --transport rq: seconds RQ keeps a finished job's record and result (about "
-        "6 KB each; for rq-dashboard)")
+
+    @classmethod
+    def own_options(cls, transport: Transport) -> type[Options]:
+        return transport.producer_options
 
     def __post_init__(self) -> None:
         super().__post_init__()

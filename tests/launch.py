@@ -24,12 +24,22 @@ from pathlib import Path
 from signal import SIGCONT, SIGKILL, SIGTERM
 from typing import IO, Any
 
-from exactsum import counters
+from exactsum import counters, transport
+from exactsum.options import option_fields
+
+
+def _transport_variables() -> frozenset[str]:
+    """The variables of every transport's own options (RQ_QUEUE, ...), as they declare them."""
+    return frozenset(spec.env.format(prefix=declared.ENV_PREFIX)
+                     for each in transport.registered()
+                     for declared in (each.consumer_options, each.producer_options)
+                     for _, spec in option_fields(declared))
+
 
 # The services' settings from the environment: none leaks in from the caller's shell.
 SETTING_PREFIXES = ("PRODUCER_", "CONSUMER_", "REDIS_")
-SETTING_NAMES = frozenset({"KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT", "METRICS_ADDR",
-                           "MIN_REPLICAS", "REPLICA_TIMEOUT", "RQ_QUEUE", "TRANSPORT"})
+SETTING_NAMES = _transport_variables() | {"KEY_PREFIX", "LOG_LEVEL", "LOG_FORMAT", "METRICS_ADDR",
+                                          "MIN_REPLICAS", "REPLICA_TIMEOUT", "TRANSPORT"}
 # The environment variable of --counters-file, per service module.
 COUNTERS_ENV = {"producer_service": "PRODUCER_COUNTERS_FILE",
                 "consumer_service": "CONSUMER_COUNTERS_FILE"}

@@ -1,6 +1,8 @@
 """The transports, by name: each package here is one (``native``, ``rq``), and its ``TRANSPORT``
-implements :class:`~exactsum.transport.base.Transport`. A transport's package is imported only
-when it is picked, so a service on the native transport never imports RQ."""
+implements :class:`~exactsum.transport.base.Transport`. Every package's ``__init__`` is imported
+(the services take every transport's options), but a package imports the library it wraps only
+in the modules the picked transport uses, so a service on the native transport never imports
+RQ."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from functools import cache
 
 from exactsum.transport.base import BatchSink, ConsumerContext, ConsumerPool, Transport
 
-__all__ = ["BatchSink", "ConsumerContext", "ConsumerPool", "Transport", "get", "names"]
+__all__ = ["BatchSink", "ConsumerContext", "ConsumerPool", "Transport", "get", "names",
+           "registered"]
 
 DEFAULT = "native"
 
@@ -28,3 +31,10 @@ def get(name: str) -> Transport:
     if not isinstance(transport, Transport):
         raise TypeError(f"{__name__}.{name}.TRANSPORT is not a Transport")
     return transport
+
+
+def registered() -> list[Transport]:
+    """Every transport, its package imported (for their options: the services take every
+    transport's). A package imports the library it wraps only when it is used, so this loads
+    no RQ."""
+    return [get(name) for name in names()]

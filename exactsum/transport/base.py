@@ -5,7 +5,10 @@ A transport is one package under ``exactsum/transport/`` whose ``TRANSPORT`` is 
 run's meta; the consumer service asks it for a pool (the workers and the reclaimer) and keeps
 for itself the heartbeat, the id file, the grace and the order of the stop; progress and status
 ask it which Redis list holds the batches waiting. ``--transport NAME`` picks one by name
-(:func:`exactsum.transport.get`): adding a transport is adding a package.
+(:func:`exactsum.transport.get`): adding a transport is adding a package. A transport declares
+its own options too (:attr:`Transport.consumer_options`, :attr:`Transport.producer_options`):
+the services' command lines take every transport's, and hand the picked one its own object of
+them (``settings.transport_options``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import redis
 from exactsum.cluster import PartitionDirectory
 from exactsum.events import ConsumerEvents
 from exactsum.keys import Keys
+from exactsum.options import Options
 from exactsum.scripts import Moved, Scripts
 
 if TYPE_CHECKING:
@@ -101,14 +105,21 @@ class Transport(ABC):
     """One way for batches to travel from the producer to the consumers' pools."""
 
     name: str
+    # The transport's own options: a frozen settings class (exactsum.options) for each service,
+    # whose fields are options of that service's command line whichever transport is picked
+    # (so --help and docs/options.md list them all), and whose object the picked transport
+    # gets as the service's ``settings.transport_options``. ``Options``: none. The producer's
+    # may extend the consumer's (the options both services take).
+    consumer_options: type[Options] = Options
+    producer_options: type[Options] = Options
 
     @abstractmethod
-    def queue_key(self, keys: Keys, queue_name: str) -> str:
-        """The Redis list whose length is the number of batches waiting (``queue_name`` is the
-        ``--rq-queue`` kind of setting, for transports that name their queues)."""
+    def queue_key(self, keys: Keys, options: Options) -> str:
+        """The Redis list whose length is the number of batches waiting (``options``: the
+        service's ``transport_options``, for transports whose queue is an option)."""
 
     @abstractmethod
-    def queue_label(self, keys: Keys, queue_name: str) -> str:
+    def queue_label(self, keys: Keys, options: Options) -> str:
         """The queue, as a log line names it."""
 
     def missing(self) -> str | None:
@@ -126,12 +137,13 @@ class Transport(ABC):
 
     def run_meta(self, settings: ProducerSettings) -> dict[str, str | int]:
         """What the producer records in the run's meta besides the transport's name, for the
-        consumers and the operator tools."""
+        consumers and the operator tools (its own options that they must follow)."""
         return {}
 
     def queue_of_run(self, keys: Keys, meta: Mapping[bytes, bytes]) -> str:
-        """The queue key of a run, from its meta (for status and progress)."""
-        return self.queue_key(keys, "")
+        """The queue key of a run, from its meta (for status and progress); by default the
+        native queue."""
+        return keys.queue
 
     def own_queue(self, keys: Keys, meta: Mapping[bytes, bytes]) -> tuple[str, str] | None:
         """For status and the dashboard: the name and Redis list of the queue where a run's

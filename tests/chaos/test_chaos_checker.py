@@ -11,6 +11,7 @@ import redis
 
 from chaos.checker import bits, take_snapshot, violations
 from chaos.episodes import KINDS, schedule
+from chaos.report import ChaosResult, result_table
 from chaos.rqview import take_rq_snapshot
 from exactsum.keys import Keys, RqKeys, job_id
 from exactsum.protocol import encode
@@ -157,3 +158,16 @@ def test_the_rq_checker_sees_a_lost_and_a_doubled_batch(
     found = violations(take_rq_snapshot(client, keys, ["r1"], queue=rq_queue), {}, {})
     assert ("r1", "lost:2") in found and ("r1", "twice:0") in found
     assert "unresolved 1" in found[("r1", "twice:0")]
+
+
+@pytest.mark.timeout(10)
+def test_the_report_names_each_transports_own_mechanisms() -> None:
+    # The words come from the transport's chaos view, not from an `if` on its name.
+    native = result_table(ChaosResult(1, "native", 10, 2, 2, 5.0, reclaimed=3))
+    rq = result_table(ChaosResult(1, "rq", 10, 2, 2, 5.0, reclaimed=3))
+    assert "| seed | 1 |" in native and "| seed | 1 (transport rq) |" in rq
+    assert "3 elements moved back from dead or absent consumers" in native
+    assert "3 jobs of dead workers put back on RQ's queue by reclaim_job.lua" in rq
+    assert "(retry.lua put the batch back on the queue)" in native
+    assert "(RQ retried the job)" in rq
+    assert "by commit.lua;" in native and "by commit_job.lua;" in rq

@@ -140,14 +140,15 @@ def test_rq_workers_that_wait_out_a_refusal_of_writes_are_replaced_at_once(
         time.sleep(1.0)  # in their blocking pop
         client.config_set("min-replicas-to-write", 1)  # no replica: every write is refused
         try:
-            wait_until(lambda: consumer.stderr.count("NOREPLICAS") >= 2, 60,
+            wait_until(lambda: consumer.counter(Event.RQ_WORKER_REDIS_ERROR) >= 2, 60,
                        "the workers to meet the refusal")
             time.sleep(3.0)
         finally:
             client.config_set("min-replicas-to-write", 0)
-        wait_until(lambda: consumer.stderr.count("exited with status 75") >= 2, 60,
+        wait_until(lambda: consumer.counter(Event.RQ_WORKER_REDIS_BACK) >= 2, 60,
                    "the workers to exit once writes are taken again")
-        assert "exited with status 1 " not in consumer.stderr, consumer.stderr[-3000:]
+        wait_until(lambda: consumer.counter(Event.RQ_WORKER_STARTED) >= 4, 30,
+                   "their replacements")
         producer = services.producer(*RQ, "--count", "20000", "--seed", "3", "--batch", "1000")
         status = producer.wait(timeout=120)
         report = producer.report()
@@ -155,7 +156,14 @@ def test_rq_workers_that_wait_out_a_refusal_of_writes_are_replaced_at_once(
     finally:
         services.close()
     assert_exact(report, 20000, random_sum(20000, 3))
-    assert consumer.stderr.count("a new worker starts in 0.0s") >= 2, consumer.stderr[-3000:]
+    counts = consumer.counters()  # the pool's and its worker processes', at their exit
+    # Each of the two workers met the refusal once, waited it out and exited 75 (no other
+    # exit), and each was replaced at once, without a backoff; the stop at the end is no death.
+    assert counts[Event.RQ_WORKER_REDIS_ERROR] == 2, counts
+    assert counts[Event.RQ_WORKER_REDIS_BACK] == counts[Event.RQ_WORKER_DIED] == 2, counts
+    assert counts[Event.RQ_WORKER_RESTARTED_AT_ONCE] == 2, counts
+    assert counts[Event.RQ_WORKER_RESTART_DELAYED] == 0, counts
+    assert counts[Event.RQ_WORKER_STARTED] == 4, counts
 
 
 # -- a failover during an RQ run ----------------------------------------------------------------

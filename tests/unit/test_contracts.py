@@ -11,8 +11,10 @@ import pytest
 
 from exactsum import transport
 from exactsum.keys import Keys, PoolWorkerName, RqKeys, job_id, parse_job_id
+from exactsum.options import Options
 from exactsum.protocol import HEADER_MAX, Header, element_items, encode, read_header
 from exactsum.scripts import Commit, DeadLetter, ReclaimJob, Retry
+from exactsum.transport.rq.settings import RqSettings
 
 
 def test_transports_are_found_by_name() -> None:
@@ -25,9 +27,14 @@ def test_transports_are_found_by_name() -> None:
 
 def test_each_transport_names_its_queue() -> None:
     keys = Keys("p")
-    assert transport.get("native").queue_key(keys, "ignored") == "p:queue"
-    assert transport.get("rq").queue_key(keys, "jobs") == RqKeys("jobs").queue == "rq:queue:jobs"
+    assert transport.get("native").queue_key(keys, Options()) == "p:queue"
+    assert transport.get("native").queue_of_run(keys, {}) == "p:queue"
+    queue = transport.get("rq").queue_key(keys, RqSettings("jobs"))
+    assert queue == RqKeys("jobs").queue == "rq:queue:jobs"
     assert transport.get("rq").queue_of_run(keys, {b"rq_queue": b"q2"}) == "rq:queue:q2"
+    assert transport.get("rq").queue_of_run(keys, {}) == "rq:queue:exactsum"
+    with pytest.raises(TypeError, match="given Options, not RqSettings"):
+        transport.get("rq").queue_key(keys, Options())
     assert transport.get("rq").prefix_problem("a.b") is not None
     assert transport.get("rq").prefix_problem("a-b_1") is None
     assert transport.get("native").prefix_problem("a.b") is None

@@ -4,7 +4,6 @@ environment variables; no process, no Redis."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -12,8 +11,9 @@ import pytest
 
 from consumer_service.healthcheck import HealthcheckSettings
 from consumer_service.settings import ConsumerSettings
-from exactsum import options
+from exactsum import options, transport
 from exactsum.options import Options, SettingsError, option, option_fields, positive_int
+from exactsum.transport.native import NativeTransport
 from exactsum_admin.admin import AdminSettings
 from observe.dashboard import DashboardSettings
 from observe.status import StatusSettings
@@ -131,14 +131,42 @@ def test_tail_options_come_last_in_help() -> None:
 def test_every_option_shows_its_variable_in_help(cls: type[Options]) -> None:
     parser = options.build_parser(cls)
     helps = {a.dest: a.help or "" for a in parser._actions}
-    for spec_field, spec in option_fields(cls):
-        variable = spec.env.format(prefix=cls.ENV_PREFIX)
-        assert helps[spec_field.name].endswith(f"[env: {variable}]"), spec_field.name
+    for declared in [cls, *cls.more_options()]:  # the services': every transport's too
+        for spec_field, spec in option_fields(declared):
+            variable = spec.env.format(prefix=declared.ENV_PREFIX)
+            assert helps[spec_field.name].endswith(f"[env: {variable}]"), spec_field.name
 
 
 @pytest.mark.parametrize("cls", [ProducerSettings, ConsumerSettings])
 def test_parsing_nothing_gives_the_declared_defaults(cls: type[Options]) -> None:
     parsed = options.parse(cls, [])
     assert parsed == cls()
-    assert {f.name for f in dataclasses.fields(cls)} == set(vars(
-        options.build_parser(cls).parse_args([]))) - set(vars(argparse.Namespace()))
+    declared = {f.name for part in [cls, *cls.more_options()] for f, _ in option_fields(part)}
+    assert declared == set(vars(options.build_parser(cls).parse_args([]))) - set(
+        vars(argparse.Namespace()))
+
+
+@dataclass(frozen=True)
+class StreamsOptions(Options):
+    streams_group: str = option("sum", env="STREAMS_GROUP", tail=True,
+                                help="the consumer group")
+
+
+class StreamsTransport(NativeTransport):
+    name = "streams"
+    consumer_options = producer_options = StreamsOptions
+
+
+@pytest.mark.parametrize("cls", [ProducerSettings, ConsumerSettings])
+def test_a_transports_own_options_join_the_services_command_lines(
+        cls: type[Options], monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a third transport's package declares reaches both services' --help and parser with
+    # no change to them (the picked transport's object is tested in test_options.py).
+    everyone = transport.registered()
+    monkeypatch.setattr(transport, "registered", lambda: [*everyone, StreamsTransport()])
+    parser = options.build_parser(cls)
+    text = " ".join(parser.format_help().split())
+    assert "--streams-group STREAMS_GROUP the consumer group (default: sum) [env: " \
+        "STREAMS_GROUP]" in text
+    assert "--rq-queue" in text  # beside the RQ transport's
+    assert parser.parse_args(["--streams-group", "g2"]).streams_group == "g2"

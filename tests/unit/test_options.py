@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 
 from consumer_service.settings import parse_settings as consumer_settings
+from exactsum.options import Options, SettingsError
+from exactsum.transport.rq.settings import RqProducerSettings, RqSettings
+from producer_service.settings import ProducerSettings
 from producer_service.settings import parse_settings as producer_settings
 
 
@@ -21,8 +24,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     s = consumer_settings([])
-    assert (s.threads, s.grace, s.transport, s.rq_queue, s.key_prefix) == (
-        4, 10.0, "native", "exactsum", "pc")
+    assert (s.threads, s.grace, s.transport, s.key_prefix) == (4, 10.0, "native", "pc")
+    assert s.transport_options == Options()  # the native transport has no options of its own
     p = producer_settings([])
     assert (p.count, p.batch, p.min, p.max, p.seed, p.json) == (100_000, 1000, 1, 11, None,
                                                                  False)
@@ -38,6 +41,31 @@ def test_the_environment_replaces_a_default_and_the_command_line_wins(
     assert consumer_settings(["--threads", "2"]).threads == 2
     monkeypatch.setenv("PRODUCER_JSON", "yes")
     assert producer_settings([]).json is True
+
+
+def test_the_picked_transport_gets_its_own_options_from_flags_and_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Declared by the RQ transport's package; the same flags and variables as ever.
+    assert consumer_settings(["--transport", "rq"]).transport_options == RqSettings("exactsum")
+    monkeypatch.setenv("RQ_QUEUE", "jobs")
+    monkeypatch.setenv("PRODUCER_RQ_RETRIES", "7")
+    assert consumer_settings(["--transport", "rq"]).transport_options == RqSettings("jobs")
+    assert producer_settings(["--transport", "rq", "--rq-job-timeout", "9"]).transport_options \
+        == RqProducerSettings("jobs", rq_job_timeout=9, rq_retries=7, rq_result_ttl=600)
+    # Another transport's options are read (and checked) but not kept.
+    assert producer_settings(["--rq-retries", "3"]).transport_options == Options()
+
+
+def test_settings_built_in_code_get_their_transports_defaults_or_refuse_anothers() -> None:
+    assert ProducerSettings(transport="rq").transport_options == RqProducerSettings()
+    given = RqProducerSettings(rq_retries=0)
+    assert ProducerSettings(transport="rq", transport_options=given).transport_options is given
+    with pytest.raises(SettingsError, match="--transport rq takes RqProducerSettings, not "
+                       "RqSettings"):
+        ProducerSettings(transport="rq", transport_options=RqSettings())
+    with pytest.raises(SettingsError, match="--transport native takes Options"):
+        ProducerSettings(transport_options=RqProducerSettings())
 
 
 def test_derived_settings() -> None:
@@ -61,6 +89,9 @@ def test_derived_settings() -> None:
         (producer_settings, ["--transport", "rq", "--key-prefix", "a.b"], {},
          "with --transport rq a key prefix is made of letters"),
         (producer_settings, [], {"PRODUCER_JSON": "maybe"}, "PRODUCER_JSON: 'maybe'"),
+        (consumer_settings, [], {"RQ_QUEUE": "a:b"},
+         "environment variable RQ_QUEUE: 'a:b': an RQ queue name is non-empty"),
+        (producer_settings, ["--rq-retries", "-1"], {}, "argument --rq-retries: '-1' is negative"),
         (consumer_settings, [], {"LOG_LEVEL": "LOUD"},
          "environment variable LOG_LEVEL: invalid choice: 'LOUD'"),
         (producer_settings, ["--redis-cluster", "1", "--redis-sentinels", "s1:26379"], {},

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from exactsum.keys import Keys
+from exactsum.options import Options
 from exactsum.scripts import Scripts
 from exactsum.transport.base import BatchSink, ConsumerContext, ConsumerPool, Transport
 
@@ -18,10 +19,10 @@ if TYPE_CHECKING:
 class NativeTransport(Transport):
     name = "native"
 
-    def queue_key(self, keys: Keys, queue_name: str) -> str:
+    def queue_key(self, keys: Keys, options: Options) -> str:
         return keys.queue
 
-    def queue_label(self, keys: Keys, queue_name: str) -> str:
+    def queue_label(self, keys: Keys, options: Options) -> str:
         return keys.queue
 
     def sink(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str, bound: int,

@@ -1,6 +1,8 @@
 """The RQ transport (``--transport rq``): one RQ job per batch on an RQ queue, run by a pool of
 RQ worker processes, kept exact by this project's scripts (``commit_job.lua``,
-``reclaim_job.lua``...). Its modules import RQ; nothing else in the services does."""
+``reclaim_job.lua``...). Its modules import RQ (this one and ``settings`` do not: the services
+load them for ``--help``); nothing else in the services does. Its options are its own
+(``settings``): ``--rq-queue`` for both services, RQ's job settings for the producer."""
 
 from __future__ import annotations
 
@@ -12,33 +14,46 @@ from typing import TYPE_CHECKING
 import redis
 
 from exactsum.keys import Keys, RqKeys
+from exactsum.options import Options
 from exactsum.scripts import Scripts
 from exactsum.transport.base import BatchSink, ConsumerContext, ConsumerPool, Transport
+from exactsum.transport.rq.settings import (
+    DEFAULT_QUEUE,
+    RqProducerSettings,
+    RqSettings,
+    rq_producer_settings,
+    rq_settings,
+)
 
 if TYPE_CHECKING:
     from exactsum.transport.rq.jobs import JobOptions
     from producer_service.settings import ProducerSettings
 
-DEFAULT_QUEUE = "exactsum"
+__all__ = ["DEFAULT_QUEUE", "TRANSPORT", "RqTransport", "job_options"]
+
 # RQ job ids carry the key prefix, and RQ allows only these characters in them.
 RQ_SAFE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def job_options(settings: ProducerSettings) -> JobOptions:
+    """How the producer enqueues, from its RQ options."""
     from exactsum.transport.rq.jobs import JobOptions
 
-    return JobOptions(queue=settings.rq_queue, timeout_s=settings.rq_job_timeout,
-                      retries=settings.rq_retries, result_ttl_s=settings.rq_result_ttl)
+    own = rq_producer_settings(settings.transport_options)
+    return JobOptions(queue=own.rq_queue, timeout_s=own.rq_job_timeout,
+                      retries=own.rq_retries, result_ttl_s=own.rq_result_ttl)
 
 
 class RqTransport(Transport):
     name = "rq"
+    consumer_options = RqSettings
+    producer_options = RqProducerSettings
 
-    def queue_key(self, keys: Keys, queue_name: str) -> str:
-        return RqKeys(queue_name or DEFAULT_QUEUE).queue
+    def queue_key(self, keys: Keys, options: Options) -> str:
+        return RqKeys(rq_settings(options).rq_queue).queue
 
-    def queue_label(self, keys: Keys, queue_name: str) -> str:
-        return f"RQ queue {queue_name!r}"
+    def queue_label(self, keys: Keys, options: Options) -> str:
+        return f"RQ queue {rq_settings(options).rq_queue!r}"
 
     def missing(self) -> str | None:
         if importlib.util.find_spec("rq") is None:
@@ -60,13 +75,13 @@ class RqTransport(Transport):
 
     def queue_of_run(self, keys: Keys, meta: Mapping[bytes, bytes]) -> str:
         queue = meta.get(b"rq_queue")
-        return self.queue_key(keys, queue.decode() if queue else "")
+        return RqKeys(queue.decode() if queue else DEFAULT_QUEUE).queue
 
     def own_queue(self, keys: Keys, meta: Mapping[bytes, bytes]) -> tuple[str, str] | None:
         queue = meta.get(b"rq_queue")
         if queue is None:
             return None
-        return queue.decode(), self.queue_key(keys, queue.decode())
+        return queue.decode(), RqKeys(queue.decode()).queue
 
     def requeue_dead(self, client: redis.Redis, keys: Keys, scripts: Scripts, run_id: str,
                      meta: Mapping[bytes, bytes], raw: bytes, element: bytes, seq: int,

@@ -33,6 +33,7 @@ from exactsum.counters import Event
 from exactsum.keys import PoolWorkerName
 from exactsum.transport.base import ConsumerContext, ConsumerPool
 from exactsum.transport.rq.reclaimer import RqReclaimer
+from exactsum.transport.rq.settings import rq_settings
 from exactsum.transport.rq.worker import CONFIG_ENV, EXIT_REDIS_BACK, WorkerConfig
 
 log = logging.getLogger("consumer")
@@ -59,6 +60,7 @@ class RqPool(ConsumerPool):
     def __init__(self, ctx: ConsumerContext) -> None:
         settings, consumer_id = ctx.settings, ctx.consumer_id
         self.settings = settings
+        self.queue = rq_settings(settings.transport_options).rq_queue
         self.consumer_id = consumer_id
         self.keys = ctx.keys
         self.slots = [Slot(i) for i in range(settings.threads)]
@@ -67,12 +69,12 @@ class RqPool(ConsumerPool):
         self.reclaimer = RqReclaimer(
             make_client(settings.redis, socket_timeout=settings.socket_timeout,
                         name=f"{consumer_id}-reclaim"),
-            self.keys, ctx.scripts, consumer_id, settings.rq_queue,
+            self.keys, ctx.scripts, consumer_id, self.queue,
             interval=settings.reclaim_interval, is_dead_here=self._is_dead_here,
         )
 
     def describe(self) -> str:
-        return f"{len(self.slots)} RQ workers on RQ queue {self.settings.rq_queue!r}"
+        return f"{len(self.slots)} RQ workers on RQ queue {self.queue!r}"
 
     def committed(self, client: redis.Redis) -> int:
         return self._committed(client)
@@ -115,6 +117,10 @@ class RqPool(ConsumerPool):
                 delay = min(BACKOFF_CAP_S, 0.5 * 2 ** (slot.failures - 1)) if slot.failures else 0
                 delay *= random.uniform(0.5, 1.0)
                 counters.incr(Event.RQ_WORKER_DIED)
+                if process.returncode == EXIT_REDIS_BACK:
+                    counters.incr(Event.RQ_WORKER_REDIS_BACK)
+                counters.incr(Event.RQ_WORKER_RESTART_DELAYED if slot.failures
+                              else Event.RQ_WORKER_RESTARTED_AT_ONCE)
                 log.error("RQ worker %s (pid %d) exited with status %s after %.1fs; its jobs "
                           "are put back, a new worker starts in %.1fs", slot.name, process.pid,
                           process.returncode, lived, delay)
@@ -137,7 +143,7 @@ class RqPool(ConsumerPool):
             name=slot.name, consumer_id=self.consumer_id, parent_pid=os.getpid(),
             redis_url=s.redis_url, redis_sentinels=list(s.redis_sentinels or ()),
             redis_sentinel_master=s.redis_sentinel_master, key_prefix=s.key_prefix,
-            queue=s.rq_queue,
+            queue=self.queue,
             log_level=s.log_level, log_format=s.log_format, fail_rate=s.fail_rate,
             flaky_rate=s.flaky_rate, work_cpu_us=s.work_cpu_us, work_io_ms=s.work_io_ms,
             min_replicas=s.min_replicas, replica_timeout=s.replica_timeout,

@@ -35,6 +35,7 @@ from exactsum.connection import (
     retrying,
     transient,
 )
+from exactsum.counters import Event
 from exactsum.keys import Keys, RqKeys
 from exactsum.logs import set_context, setup_logging
 from exactsum.replication import Replication
@@ -138,15 +139,18 @@ def main() -> int:
     rq_level = "DEBUG" if config.log_level == "DEBUG" else "WARNING"
     # Beside the consumer's file, added up by exactsum.counters.read.
     keep = f"{config.counters_file}.{config.name}" if config.counters_file else None
-    try:
-        with counters.kept_in(keep):
+    # The counters are kept through the wait below too: a reader sees the error counted while
+    # the worker still waits.
+    with counters.kept_in(keep):
+        try:
             worker.work(logging_level=rq_level, with_scheduler=False)
-    except redis.RedisError as exc:
-        # RQ's clean-up on the way out needs Redis too; RQ has logged the first error already.
-        log.error("RQ worker %s stopped: %s: %s", config.name, type(exc).__name__, exc)
-        if transient(exc) and _wait_for_writes(client, config.name):
-            return EXIT_REDIS_BACK
-        return 1
+        except redis.RedisError as exc:
+            # RQ's clean-up on the way out needs Redis too; RQ has logged the first error.
+            counters.incr(Event.RQ_WORKER_REDIS_ERROR)
+            log.error("RQ worker %s stopped: %s: %s", config.name, type(exc).__name__, exc)
+            if transient(exc) and _wait_for_writes(client, config.name):
+                return EXIT_REDIS_BACK
+            return 1
     return 0
 
 
