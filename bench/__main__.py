@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated groups to run (batch, scaling, work, latency, "
                         "memory, transport, competitors, redis, shards)")
     parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the processes' logs (printed path)")
+                        help="keep the processes' logs and each run's result.json "
+                        "(printed path)")
     args = parser.parse_args(argv)
     if args.suite == "render":
         report.render(args.out or Path("bench/results"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import statistics
 import sys
@@ -250,13 +251,18 @@ def run_all(exps: list[Experiment], workdir: Path, fsync: str) -> None:
             done += 1
             started = time.monotonic()
             load_1min = round(os.getloadavg()[0], 2)
+            rundir = workdir / exp.name / f"run{rep}"
             try:
-                result = exp.runner(workdir / exp.name / f"run{rep}", fsync)
+                result = exp.runner(rundir, fsync)
             except Exception as exc:  # a failed run is reported, never dropped
                 result = {"kind": exp.name, "exact": False, "error": repr(exc)}
             result["wall_s"] = round(time.monotonic() - started, 2)
             result["load_1min"] = load_1min
             exp.runs.append(result)
+            # Beside the run's logs (kept with --keep-logs): what it measured, so that a reader
+            # (the smoke test) can check the figures against its own sums, not the verdict.
+            rundir.mkdir(parents=True, exist_ok=True)
+            (rundir / "result.json").write_text(json.dumps(result, default=str) + "\n")
             rate = result.get("items_per_s")
             shown = f"{rate:>12,.0f} items/s" if rate is not None else "      (no rate)"
             extra = ""

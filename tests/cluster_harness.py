@@ -10,6 +10,9 @@ from exactsum.cluster import make_cluster_client, slot_owner
 from exactsum.keys import Keys
 from tests.procs import Services
 
+# Fast fault detection for the cluster tests' consumers.
+QUICK_LIVENESS = ("--heartbeat-ttl", "3", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
+
 
 class ClusterServices(Services):
     """Producer and consumer processes pointed at a cluster (``REDIS_CLUSTER=1``)."""

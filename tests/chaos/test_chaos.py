@@ -74,6 +74,29 @@ def input_sum(tmp_path: Path, seed: int, items: int) -> int:
     return total
 
 
+def assert_chaos_exact(result: dict[str, Any], seed: int, items: int, expected_sum: int,
+                       kinds: set[str], min_samples: int) -> None:
+    """What every chaos run must show, whatever its transport: each of ``items`` counted exactly
+    once with the sum ``expected_sum`` (the test's own oracle, :func:`input_sum`); a checker
+    that sampled more than ``min_samples`` times and saw no violation persist; each of
+    ``kinds`` (and the partition, where the host can make one) landed without failing; and the
+    faults' marks: late returners (SIGSTOP, partition) had their stale commits refused, not
+    counted, and the batches of dead or stopped consumers were put back."""
+    assert result["committed"] == items, (seed, result["committed"])
+    assert result["lost"] == 0 and result["duplicated"] == 0, seed
+    assert result["sum"] == result["expected_sum"] == expected_sum, seed
+    assert result["checker"]["persistent"] == [], seed
+    assert result["checker"]["samples"] > min_samples, seed
+    landed = {k["kind"]: k for k in result["kinds"]}
+    expected = set(kinds)
+    if netns.unavailable_reason() is None:
+        expected.add("partition")
+    assert expected <= set(landed), f"seed {seed}: {sorted(landed)}"
+    for kind in expected:
+        assert landed[kind]["landed"] >= 1 and landed[kind]["failed"] == 0, (seed, landed[kind])
+    assert result["stale_commits"] > 0 and result["reclaimed"] > 0, seed
+
+
 def _seed() -> int:
     return int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**9))
 
@@ -84,20 +107,8 @@ def test_short_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> None:
     seed = _seed()
     result = _chaos_run(tmp_path, seed, ["--items", str(ITEMS), "--duration", str(DURATION)],
                         wait=260)
-    assert result["committed"] == ITEMS
-    assert result["lost"] == 0 and result["duplicated"] == 0
-    assert result["sum"] == result["expected_sum"] == input_sum(tmp_path, seed, ITEMS)
-    assert result["checker"]["persistent"] == []
-    assert result["checker"]["samples"] > 50
-    kinds = {k["kind"]: k for k in result["kinds"]}
-    expected = {"sigkill", "sigstop", "redis", "producer"}
-    if netns.unavailable_reason() is None:
-        expected.add("partition")
-    assert expected <= set(kinds), f"seed {seed}: {sorted(kinds)}"
-    for kind in expected:
-        assert kinds[kind]["landed"] >= 1 and kinds[kind]["failed"] == 0, (seed, kinds[kind])
-    # Late returners (SIGSTOP, partition) had their stale commits refused, not counted.
-    assert result["stale_commits"] > 0 and result["reclaimed"] > 0
+    assert_chaos_exact(result, seed, ITEMS, input_sum(tmp_path, seed, ITEMS),
+                       kinds={"sigkill", "sigstop", "redis", "producer"}, min_samples=50)
     assert result["retried"] > 0  # flaky failures went through retry.lua under the faults
     # The producer was SIGKILLed mid-push and resumed by the same command: one more attempt.
     assert result["producer_attempts"] >= 2
@@ -112,17 +123,7 @@ def test_short_rq_chaos_run_counts_every_item_exactly_once(tmp_path: Path) -> No
     result = _chaos_run(tmp_path, seed, ["--transport", "rq", "--items", str(RQ_ITEMS),
                                          "--duration", str(RQ_DURATION)], wait=120)
     assert result["transport"] == "rq"
-    assert result["committed"] == RQ_ITEMS
-    assert result["lost"] == 0 and result["duplicated"] == 0 and result["dead_lettered"] == 0
-    assert result["sum"] == result["expected_sum"] == input_sum(tmp_path, seed, RQ_ITEMS)
-    assert result["checker"]["persistent"] == [] and result["checker"]["transient"] == 0
-    assert result["checker"]["samples"] > 30
-    kinds = {k["kind"]: k for k in result["kinds"]}
-    expected = {"sigkill", "sigstop", "redis", "rqworker"}
-    if netns.unavailable_reason() is None:
-        expected.add("partition")
-    assert expected <= set(kinds), f"seed {seed}: {sorted(kinds)}"
-    for kind in expected:
-        assert kinds[kind]["landed"] >= 1 and kinds[kind]["failed"] == 0, (seed, kinds[kind])
-    # Jobs of dead or stopped consumers were put back, and their late commits refused.
-    assert result["reclaimed"] > 0 and result["stale_commits"] > 0
+    assert_chaos_exact(result, seed, RQ_ITEMS, input_sum(tmp_path, seed, RQ_ITEMS),
+                       kinds={"sigkill", "sigstop", "redis", "rqworker"}, min_samples=30)
+    assert result["dead_lettered"] == 0
+    assert result["checker"]["transient"] == 0

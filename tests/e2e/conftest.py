@@ -1,5 +1,6 @@
 """Fixtures of the end-to-end tests: a Docker engine, the images (built once per session), and
-one compose project per test, always torn down with ``down -v``.
+one compose project per test, always torn down: ``down -v``, then whatever it left (containers,
+networks, volumes) through the engine, even when the test failed half-way.
 
 Without a reachable engine these tests skip, except in CI (``CI=true``), where that is a failure:
 CI prepares an engine, and a run that quietly tested nothing must not pass.
@@ -7,6 +8,7 @@ CI prepares an engine, and a run that quietly tested nothing must not pass.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -101,7 +103,24 @@ def make_stack(request: pytest.FixtureRequest, docker_client: Any,
 
     yield make
     failed = getattr(request.node, "report_call", None)
-    for stack in stacks:
-        if failed is None or failed.failed:
-            print(f"\n===== logs of {stack.project} =====\n{stack.logs()}")
+    # Every stack is taken down even if another one's teardown raises (ExitStack runs them all
+    # and raises the first error after).
+    with contextlib.ExitStack() as teardown:
+        for stack in stacks:
+            teardown.callback(_take_down, stack, failed is None or failed.failed)
+
+
+def _take_down(stack: Stack, show_logs: bool) -> None:
+    try:
+        if show_logs:
+            try:
+                print(f"\n===== logs of {stack.project} =====\n{stack.logs()}")
+            except subprocess.TimeoutExpired:
+                print(f"\n===== logs of {stack.project}: `compose logs` timed out =====")
         stack.down()
+    except BaseException:
+        # pytest-timeout counts the teardown in the test's time: a test that failed late can be
+        # interrupted here, mid-`down`. Its alarm goes off once, so a second pass runs to the
+        # end and leaves nothing behind; the interruption is still raised.
+        stack.down()
+        raise

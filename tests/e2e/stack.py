@@ -7,12 +7,13 @@ everything they read from Redis goes through ``docker compose exec``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +68,53 @@ def compose_env(settings: Mapping[str, str]) -> dict[str, str]:
     env["RQ_DASHBOARD_PORT"] = str(free_port())
     env.update(settings)
     return env
+
+
+def remove_project(client: docker.DockerClient, project: str, down: Sequence[str],
+                   cwd: Path, env: Mapping[str, str]) -> None:
+    """Whatever compose project ``project`` left, however its test ended: ``down`` (the
+    project's `docker compose ... down --volumes`) first, then, through the engine, what it left
+    behind. A one-off `run` container whose CLI a timeout killed is still running and attached
+    to the project's network, so that `down` cannot remove the network (nor a volume in use);
+    a `down` that timed out itself removed nothing. Containers go first, then the networks and
+    volumes they held. What cannot be removed is raised at the end, so that a leak is said."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(list(down), cwd=cwd, env=dict(env), capture_output=True, timeout=180,
+                       stdin=subprocess.DEVNULL)
+    label = {"label": f"com.docker.compose.project={project}"}
+    left: list[str] = []
+    for container in client.containers.list(all=True, filters=label):
+        with _gone_or_said(left, f"container {container.name}"):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters=label):
+        with _gone_or_said(left, f"network {network.name}"):
+            network.remove()
+    for volume in client.volumes.list(filters=label):
+        with _gone_or_said(left, f"volume {volume.name}"):
+            volume.remove(force=True)
+    assert not left, f"compose project {project} left behind: {'; '.join(left)}"
+
+
+def leftovers(client: docker.DockerClient, project: str) -> dict[str, list[str]]:
+    """What the engine still holds of compose project ``project``."""
+    label = {"label": f"com.docker.compose.project={project}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
+        "networks": [n.name for n in client.networks.list(filters=label)],
+        "volumes": [v.name for v in client.volumes.list(filters=label)],
+    }
+
+
+@contextlib.contextmanager
+def _gone_or_said(left: list[str], what: str) -> Iterator[None]:
+    """A removal: fine if the object went meanwhile (a `run --rm` container ending on its
+    own), noted in ``left`` if the engine refused."""
+    try:
+        yield
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        left.append(f"{what}: {exc.explanation or exc}")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.3) -> T:
@@ -146,10 +194,13 @@ class Stack(RunReader):
 
     # -- compose ---------------------------------------------------------------------------
 
+    def command(self, *args: str) -> list[str]:
+        return ["docker", "compose", "--env-file", os.devnull, "-f", str(COMPOSE_FILE),
+                "-p", self.project, *args]
+
     def compose(self, *args: str, timeout: float = 180, check: bool = True,
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = ["docker", "compose", "--env-file", os.devnull, "-f", str(COMPOSE_FILE),
-                   "-p", self.project, *args]
+        command = self.command(*args)
         result = subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True,
                                 timeout=timeout, input=input,
                                 stdin=None if input is not None else subprocess.DEVNULL)
@@ -170,13 +221,12 @@ class Stack(RunReader):
         self.compose(*args, *services)
 
     def down(self) -> None:
+        """The project gone, with its networks and volumes (:func:`remove_project`)."""
         # Every profile's services: without --profile '*', compose leaves those of a profile that
         # is not enabled running (the rq test's), and with them the project's network.
-        self.compose("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "2",
-                     check=False)
-        # One-off `run` containers that compose left behind, if any.
-        for container in self.containers(None, oneoff=None):
-            container.remove(force=True, v=True)
+        remove_project(self.client, self.project,
+                       self.command("--profile", "*", "down", "--volumes", "--remove-orphans",
+                                    "--timeout", "2"), ROOT, self.env)
 
     def logs(self, tail: int = 200) -> str:
         result = self.compose("logs", "--no-color", "--timestamps", "--tail", str(tail),

@@ -23,7 +23,7 @@ import pytest
 
 from tests.procs import random_sum
 
-from .stack import IMAGE_TAG, ROOT, Stack, compose_env
+from .stack import IMAGE_TAG, ROOT, Stack, compose_env, leftovers, remove_project
 
 pytestmark = pytest.mark.e2e
 
@@ -76,27 +76,10 @@ def shown(result: subprocess.CompletedProcess[str]) -> str:
             f"--- stderr\n{result.stderr[-3000:]}")
 
 
-def leftovers(client: Any, project: str) -> dict[str, list[str]]:
-    label = {"label": f"com.docker.compose.project={project}"}
-    return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
-        "networks": [n.name for n in client.networks.list(filters=label)],
-        "volumes": [v.name for v in client.volumes.list(filters=label)],
-    }
-
-
-def remove_project(client: Any, project: str, cwd: Path, env: dict[str, str]) -> None:
-    """Whatever the test left, however it ended."""
-    subprocess.run(["docker", "compose", "--profile", "*", "down", "--volumes",
-                    "--remove-orphans", "--timeout", "2"], cwd=cwd, env=env,
-                   capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-    label = {"label": f"com.docker.compose.project={project}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True, v=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
+def take_down(client: Any, project: str, cwd: Path, env: dict[str, str]) -> None:
+    """Whatever the test left, however it ended (project from COMPOSE_PROJECT_NAME)."""
+    remove_project(client, project, ["docker", "compose", "--profile", "*", "down",
+                                     "--volumes", "--remove-orphans", "--timeout", "2"], cwd, env)
 
 
 def report_lines(stdout: str) -> dict[str, str]:
@@ -162,12 +145,14 @@ def test_readme_quick_start_from_a_clean_clone(docker_client: Any, images: dict[
         assert re.fullmatch(r"=+ 1 passed(, \d+ deselected)? in [\d.]+s.* =+", last), last
         assert "test_three_consumers_sum_exactly PASSED" in tested.stdout, shown(tested)
     finally:
-        remove_project(docker_client, project, clone, env)
-        # The clone's images (their layers are the session's): only the tags of this test.
-        for image in docker_client.images.list(filters={"reference": f"exactsum/*:{tag}"}):
-            for name in image.tags:
-                if name.endswith(f":{tag}"):
-                    docker_client.images.remove(name)
+        try:
+            take_down(docker_client, project, clone, env)
+        finally:
+            # The clone's images (their layers are the session's): only the tags of this test.
+            for image in docker_client.images.list(filters={"reference": f"exactsum/*:{tag}"}):
+                for name in image.tags:
+                    if name.endswith(f":{tag}"):
+                        docker_client.images.remove(name)
 
 
 @pytest.mark.timeout(600)
@@ -196,4 +181,4 @@ def test_make_down_after_make_up_rq_leaves_nothing(docker_client: Any, images: d
         assert leftovers(docker_client, project) == {
             "containers": [], "networks": [], "volumes": []}
     finally:
-        remove_project(docker_client, project, ROOT, env)
+        take_down(docker_client, project, ROOT, env)

@@ -18,6 +18,7 @@ from exactsum.counters import Event
 from exactsum.keys import Keys
 from exactsum.scripts import Moved
 from tests.cluster_harness import (
+    QUICK_LIVENESS,
     ClusterServices,
     cluster_client,
     committed_on_cluster,
@@ -27,30 +28,17 @@ from tests.localcluster import LocalCluster
 from tests.procs import assert_exact, finish, numbers_file, wait_until
 
 ITEMS = 600_000
-QUICK_LIVENESS = ("--heartbeat-ttl", "3", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
 ACKED = ("--min-replicas", "1", "--replica-timeout", "2")
-
-
-@pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(3, 1, node_timeout_ms=2000) as local:
-        yield local
-
-
-@pytest.fixture
-def services(cluster: LocalCluster, key_prefix: str, tmp_path: Path) -> Iterator[ClusterServices]:
-    group = ClusterServices(cluster.url, key_prefix, tmp_path)
-    yield group
-    group.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_partition_resharded_to_another_primary_mid_run_keeps_the_sum_exact(
-    services: ClusterServices, cluster: LocalCluster, keys: Keys, tmp_path: Path
+    cluster_services: ClusterServices, fresh_cluster: LocalCluster, fresh_client: redis.Redis,
+    keys: Keys, tmp_path: Path
 ) -> None:
+    services, cluster, client = cluster_services, fresh_cluster, fresh_client
     path, total = numbers_file(tmp_path, ITEMS, seed=12)
-    client = cluster_client(cluster.url)
     consumers = [services.consumer("--threads", "4", "--work-io-ms", "0.02", *QUICK_LIVENESS,
                                    *ACKED) for _ in range(3)]
     # Small batches and a bounded queue: the producer is still pushing, and every partition
@@ -101,7 +89,6 @@ def test_every_partition_resharded_to_another_primary_mid_run_keeps_the_sum_exac
     assert tryagain > 0, logs[-3000:]
     for proc in consumers:
         assert proc.popen.poll() is None, f"{proc.name} exited: {proc.stderr[-2000:]}"
-    client.close()
 
 
 @pytest.fixture

@@ -10,31 +10,25 @@ from pathlib import Path
 import pytest
 import redis
 
-from exactsum.counters import Event
 from exactsum.keys import Keys
-from tests.integration.test_pipeline import (
-    QUICK_LIVENESS,
-    finish,
-    inflight_of,
-    numbers_file,
-    reclaimed,
-)
-from tests.procs import Proc, Services, assert_exact, committed, wait_until
+from tests.faulting import QUICK_LIVENESS, MidRun, reclaimed, start_mid_run, wait_refused
+from tests.procs import Services, wait_until
 
 ITEMS = 60_000
+SLOW = ("--threads", "4", "--work-io-ms", "0.05", *QUICK_LIVENESS)
 
 
-def stop_holding_several(proc: Proc, client: redis.Redis, keys: Keys, consumer_id: str) -> int:
-    """SIGSTOP ``proc`` at a moment when it holds several claims; returns how many it holds."""
+def stop_holding_several(run: MidRun) -> int:
+    """SIGSTOP the run's target at a moment when it holds several claims; how many it holds."""
     for _ in range(50):
-        proc.signal(signal.SIGSTOP)
+        run.target.signal(signal.SIGSTOP)
         time.sleep(0.05)  # a claim already blocked in Redis may still land in the list
-        held = inflight_of(client, keys, consumer_id)
+        held = run.target_holds()
         if held > 1:
             return held
-        proc.signal(signal.SIGCONT)
+        run.target.signal(signal.SIGCONT)
         time.sleep(0.02)
-    raise AssertionError(f"{consumer_id} never held more than one claim")
+    raise AssertionError(f"{run.target_id} never held more than one claim")
 
 
 @pytest.mark.slow
@@ -42,24 +36,15 @@ def stop_holding_several(proc: Proc, client: redis.Redis, keys: Keys, consumer_i
 def test_sigstop_a_consumer_holding_many_small_batches(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    path, total = numbers_file(tmp_path, ITEMS)
-    slow = ("--threads", "4", "--work-io-ms", "0.05", *QUICK_LIVENESS)
-    consumers = [services.consumer(*slow) for _ in range(3)]
-    sleeper_id = services.consumer_id(consumers[0])
-    producer = services.producer("--input", str(path), "--batch", "2")
-    wait_until(lambda: committed(client, keys) >= ITEMS // 5, 60, "a fifth committed")
-    held = stop_holding_several(consumers[0], client, keys, sleeper_id)
+    run = start_mid_run(services, client, keys, tmp_path, items=ITEMS, consumer_args=SLOW,
+                        batch=2)
+    held = stop_holding_several(run)
     wait_until(lambda: reclaimed(client, keys) >= held, 15, "the sleeper's claims reclaimed")
     time.sleep(1.0)
-    consumers[0].signal(signal.SIGCONT)
-    report = finish(producer)
-    assert_exact(report, ITEMS, total)
-    # The late returner's commits of what was reclaimed from it counted nothing: fenced, or
-    # already counted by whoever took the batches over.
-    wait_until(lambda: consumers[0].counter(Event.COMMIT_FENCED)
-               + consumers[0].counter(Event.COMMIT_ALREADY_COUNTED) >= 1, 10,
-               "the late returner's refusal")
-    assert consumers[0].popen.poll() is None
+    run.target.signal(signal.SIGCONT)
+    run.finish_exact()
+    wait_refused(run.target)
+    assert run.target.popen.poll() is None
 
 
 @pytest.mark.slow
@@ -67,16 +52,11 @@ def test_sigstop_a_consumer_holding_many_small_batches(
 def test_sigkill_a_consumer_holding_many_small_batches(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    path, total = numbers_file(tmp_path, ITEMS)
-    slow = ("--threads", "4", "--work-io-ms", "0.05", *QUICK_LIVENESS)
-    consumers = [services.consumer(*slow) for _ in range(2)]
-    victim_id = services.consumer_id(consumers[0])
-    producer = services.producer("--input", str(path), "--batch", "1")
-    wait_until(lambda: committed(client, keys) >= ITEMS // 5, 60, "a fifth committed")
-    held = stop_holding_several(consumers[0], client, keys, victim_id)
-    consumers[0].signal(signal.SIGKILL)
-    services.consumer(*slow, name="replacement")
-    wait_until(lambda: inflight_of(client, keys, victim_id) == 0, 15, "the reclaim")
-    report = finish(producer)
-    assert_exact(report, ITEMS, total)
+    run = start_mid_run(services, client, keys, tmp_path, items=ITEMS, consumer_args=SLOW,
+                        consumers=2, batch=1)
+    held = stop_holding_several(run)
+    run.target.signal(signal.SIGKILL)
+    services.consumer(*SLOW, name="replacement")
+    wait_until(lambda: run.target_holds() == 0, 15, "the reclaim")
+    run.finish_exact()
     assert reclaimed(client, keys) >= held

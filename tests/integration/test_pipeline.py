@@ -16,23 +16,11 @@ import redis
 
 from exactsum.counters import Event
 from exactsum.keys import Keys
+from tests.faulting import QUICK_LIVENESS, inflight_of, reclaimed, start_mid_run, wait_refused
 from tests.localredis import LocalRedis
 from tests.procs import Services, assert_exact, committed, finish, numbers_file, wait_until
 
 ITEMS = 200_000
-# Fast fault detection for tests; the defaults (5 s TTL) are exercised by the SIGKILL test.
-QUICK_LIVENESS = ("--heartbeat-ttl", "2", "--block-timeout", "0.5", "--reclaim-interval", "0.5")
-
-
-def inflight_of(client: redis.Redis, keys: Keys, consumer_id: str) -> int:
-    return sum(
-        int(client.llen(key))
-        for key in client.scan_iter(match=f"{keys.prefix}:inflight:{consumer_id}:*")
-    )
-
-
-def reclaimed(client: redis.Redis, keys: Keys) -> int:
-    return int(client.get(keys.reclaimed) or 0)
 
 
 @pytest.mark.timeout(120)
@@ -59,22 +47,16 @@ def test_batch_of_one(services: Services, tmp_path: Path) -> None:
 def test_sigkill_a_consumer_mid_run_and_start_another(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    path, total = numbers_file(tmp_path, ITEMS)
     slow = ("--threads", "4", "--work-io-ms", "0.15")  # defaults for liveness: 5 s TTL
-    consumers = [services.consumer(*slow) for _ in range(3)]
-    victim_id = services.consumer_id(consumers[0])
-    producer = services.producer("--input", str(path), "--batch", "100")
-    wait_until(lambda: committed(client, keys) >= ITEMS // 5, 60, "a fifth committed")
-    wait_until(lambda: inflight_of(client, keys, victim_id) > 0, 10, "the victim holding claims")
-    held = inflight_of(client, keys, victim_id)
-    consumers[0].signal(signal.SIGKILL)
+    run = start_mid_run(services, client, keys, tmp_path, items=ITEMS, consumer_args=slow)
+    held = run.wait_target_holding("the victim holding claims")
+    run.target.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     services.consumer(*slow, name="replacement")
     # Its claims go back to the queue within 10 s with the default heartbeat settings.
-    wait_until(lambda: inflight_of(client, keys, victim_id) == 0, 12, "the reclaim")
+    wait_until(lambda: run.target_holds() == 0, 12, "the reclaim")
     assert time.monotonic() - killed_at <= 10.5
-    report = finish(producer)
-    assert_exact(report, ITEMS, total)
+    run.finish_exact()
     assert reclaimed(client, keys) >= held > 0
 
 
@@ -83,24 +65,16 @@ def test_sigkill_a_consumer_mid_run_and_start_another(
 def test_sigstop_past_the_heartbeat_then_sigcont_counts_nothing_twice(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    path, total = numbers_file(tmp_path, ITEMS)
     slow = ("--threads", "4", "--work-io-ms", "0.15", *QUICK_LIVENESS)
-    consumers = [services.consumer(*slow) for _ in range(3)]
-    sleeper_id = services.consumer_id(consumers[0])
-    producer = services.producer("--input", str(path), "--batch", "100")
-    wait_until(lambda: committed(client, keys) >= ITEMS // 5, 60, "a fifth committed")
-    wait_until(lambda: inflight_of(client, keys, sleeper_id) > 0, 10, "the sleeper's claims")
-    consumers[0].signal(signal.SIGSTOP)
+    run = start_mid_run(services, client, keys, tmp_path, items=ITEMS, consumer_args=slow)
+    run.wait_target_holding("the sleeper's claims")
+    run.target.signal(signal.SIGSTOP)
     wait_until(lambda: reclaimed(client, keys) > 0, 15, "the sleeper's claims reclaimed")
     time.sleep(1.0)
-    consumers[0].signal(signal.SIGCONT)  # it wakes up holding batches that others now hold
-    report = finish(producer)
-    assert_exact(report, ITEMS, total)
-    # The late returner's commits were refused (fenced) or found the batch already counted.
-    late = consumers[0]
-    wait_until(lambda: late.counter(Event.COMMIT_FENCED)
-               + late.counter(Event.COMMIT_ALREADY_COUNTED) > 0, 10, "the late returner's refusal")
-    assert consumers[0].popen.poll() is None  # and it keeps serving
+    run.target.signal(signal.SIGCONT)  # it wakes up holding batches that others now hold
+    run.finish_exact()
+    wait_refused(run.target)
+    assert run.target.popen.poll() is None  # and it keeps serving
 
 
 @pytest.mark.slow
@@ -108,22 +82,17 @@ def test_sigstop_past_the_heartbeat_then_sigcont_counts_nothing_twice(
 def test_sigterm_a_consumer_mid_run_exits_0_within_its_grace(
     services: Services, client: redis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    path, total = numbers_file(tmp_path, ITEMS)
     grace = 3.0
     slow = ("--threads", "4", "--work-io-ms", "0.15", "--grace", str(grace), *QUICK_LIVENESS)
-    consumers = [services.consumer(*slow) for _ in range(3)]
-    leaver_id = services.consumer_id(consumers[0])
-    producer = services.producer("--input", str(path), "--batch", "100")
-    wait_until(lambda: committed(client, keys) >= ITEMS // 5, 60, "a fifth committed")
-    wait_until(lambda: inflight_of(client, keys, leaver_id) > 0, 10, "the leaver's claims")
-    consumers[0].signal(signal.SIGTERM)
+    run = start_mid_run(services, client, keys, tmp_path, items=ITEMS, consumer_args=slow)
+    run.wait_target_holding("the leaver's claims")
+    run.target.signal(signal.SIGTERM)
     started = time.monotonic()
-    assert consumers[0].wait(timeout=grace + 5) == 0
+    assert run.target.wait(timeout=grace + 5) == 0
     assert time.monotonic() - started <= grace + 0.5
-    assert inflight_of(client, keys, leaver_id) == 0
-    assert not client.exists(keys.heartbeat(leaver_id))
-    report = finish(producer)
-    assert_exact(report, ITEMS, total)
+    assert run.target_holds() == 0
+    assert not client.exists(keys.heartbeat(run.target_id))
+    run.finish_exact()
 
 
 @pytest.mark.timeout(180)
