@@ -231,6 +231,7 @@ class ClusterInjector(Injector):
         assert isinstance(self.cluster, ClusterProcesses)
         self.failover = ClusterFailover(self.cluster.redis_cluster)
         self._tags: list[str] = []
+        self.victim_tags: list[str] = []  # the partitions of the primary killed last
 
     def tags(self) -> list[str]:
         if not self._tags:
@@ -272,4 +273,17 @@ class ClusterInjector(Injector):
         return self.failover
 
     def kill_primary(self, episode: Episode) -> LocalRedis:
-        return self.failover.kill_primary(episode.pick)
+        victim = self.failover.kill_primary(episode.pick)
+        # The partitions it served (by the slot map of before the kill): "recovered" is a
+        # commit in one of those, not anywhere (the other partitions never stopped).
+        self.victim_tags = [part.tag or "" for part in self.parts()
+                            if node_client(self.client, part.queue).connection_pool
+                            .connection_kwargs.get("port") == victim.port]
+        return victim
+
+    def resumed_after(self, counts: dict[str, int]) -> bool:
+        if not self.victim_tags:  # it served none of the run's partitions
+            return super().resumed_after(counts)
+        now = self.committed_counts()
+        return (any(now.get(tag, 0) > counts.get(tag, 0) for tag in self.victim_tags)
+                or sum(now.values()) >= self.items)

@@ -372,6 +372,12 @@ class Injector(threading.Thread):
     def committed_counts(self) -> dict[str, int]:
         return {"": self.committed()}
 
+    def resumed_after(self, counts: dict[str, int]) -> bool:
+        """Whether commits resumed where the failed primary was (here: anywhere), or the run
+        is over."""
+        total = sum(counts.values())
+        return self.committed() > total or total >= self.items
+
     def failover_group(self) -> FailoverGroup:
         assert self.cluster.sentinel is not None
         return self.cluster.sentinel
@@ -409,8 +415,8 @@ class Injector(threading.Thread):
                                "acknowledged writes were lost")
         resumed = None
         if after is not None:
-            resumed = self._poll(lambda: self.committed() > after or after >= self.items,
-                                 60.0, interval=0.01)
+            resumed = self._poll(lambda: self.resumed_after(counts or {}), 60.0,
+                                 interval=0.01)
             if resumed is None:
                 outcome.failure = outcome.failure or "commits did not resume within 60 s"
             elif after < self.items:
