@@ -129,6 +129,10 @@ class RunState:
     # the fields of the run's ``batches`` hash, stand where the queue does, and nothing is in
     # flight: an RQ job carries no numbers, so where its job is does not decide a batch's fate.
     waiting: str = "queue"
+    # On a Redis Cluster (chaos.clusterview) the run's partitions, each read atomically on its
+    # primary, by tag; the run's own figures are their sums, which are not one atomic read. The
+    # invariants are checked on each partition (a batch lives in one partition only).
+    parts: dict[str, RunState] = field(default_factory=dict)
 
     def items_of(self, seqs: set[int]) -> int:
         if self.plan is None:
@@ -153,13 +157,25 @@ class Snapshot:
     orphans: dict[str, int]  # owner without heartbeat -> elements it still holds
     holders: dict[str, int]  # every owner -> elements it holds
     reclaimed: int
+    # On a cluster, partitions that could not be read (or whose read no replica confirmed)
+    # this time: a partial snapshot, checked on the partitions that were read.
+    unread: tuple[str, ...] = ()
+
+
+def snapshot_args(keys: Keys, run_ids: list[str]) -> list[str | int]:
+    """ARGV of ``SNAPSHOT_LUA`` for the queue and in-flight lists under ``keys`` (one partition,
+    on a cluster) and the runs' keys there."""
+    return [keys.queue, keys.inflight_pattern, keys.heartbeat("*"), keys.reclaimed, HEADER_MAX,
+            *run_args(keys, run_ids)]
 
 
 def take_snapshot(client: redis.Redis, keys: Keys, run_ids: list[str]) -> Snapshot:
-    raw = cast(list[Any], client.eval(
-        SNAPSHOT_LUA, 0, keys.queue, keys.inflight_pattern, keys.heartbeat("*"), keys.reclaimed,
-        HEADER_MAX, *run_args(keys, run_ids)))
-    queue_heads, inflight_raw, alive_raw, runs_raw, reclaimed = raw
+    return parse_snapshot(client.eval(SNAPSHOT_LUA, 0, *snapshot_args(keys, run_ids)), keys)
+
+
+def parse_snapshot(reply: object, keys: Keys) -> Snapshot:
+    """The :class:`Snapshot` in the reply of ``SNAPSHOT_LUA`` (run with ``snapshot_args``)."""
+    queue_heads, inflight_raw, alive_raw, runs_raw, reclaimed = cast(list[Any], reply)
     alive = {key.decode() for key in alive_raw}
     runs: dict[str, RunState] = {}
     for row in runs_raw:
@@ -205,42 +221,54 @@ def violations(snapshot: Snapshot, seen_pushed: dict[str, set[int]],
                seen_done: dict[str, set[int]]) -> dict[tuple[str, str], str]:
     """Every violation in one snapshot, keyed so that the same one is recognised next time."""
     found: dict[tuple[str, str], str] = {}
-    for run_id, state in snapshot.runs.items():
-        if state.plan is None:
-            continue
-        where: Counter[int] = state.queue + state.inflight
-        for seq in state.done:
-            where[seq] += 1
-        for seq in state.pushed:
-            n = where.get(seq, 0)
-            if n == 0:
-                found[(run_id, f"lost:{seq}")] = f"batch {seq} is pushed but nowhere"
-            elif n > 1:
-                found[(run_id, f"twice:{seq}")] = (
-                    f"batch {seq} is in {n} places ({state.waiting} {state.queue[seq]}, in "
-                    f"flight {state.inflight[seq]}, done {int(seq in state.done)})")
-        for seq in where:
-            if seq not in state.pushed:
-                found[(run_id, f"unpushed:{seq}")] = f"batch {seq} is present but not pushed"
-        located = state.queue_items + state.inflight_items + state.committed + state.dead_items
-        if located != state.pushed_items:
-            found[(run_id, "conservation")] = (
-                f"{state.waiting} {state.queue_items} + in flight {state.inflight_items} + "
-                f"committed {state.committed} + dead {state.dead_items} = {located} != pushed "
-                f"{state.pushed_items}")
-        if state.committed + state.dead_items != state.done_items:
-            found[(run_id, "double")] = (
-                f"committed {state.committed} + dead {state.dead_items} != items of done "
-                f"batches {state.done_items}")
-        lost_pushed = seen_pushed.setdefault(run_id, set()) - state.pushed
-        lost_done = seen_done.setdefault(run_id, set()) - state.done
-        if lost_pushed:
-            found[(run_id, "pushed-bit-lost")] = (
-                f"pushed bits unset again: {sorted(lost_pushed)[:5]}")
-        if lost_done:
-            found[(run_id, "done-bit-lost")] = f"done bits unset again: {sorted(lost_done)[:5]}"
-        seen_pushed[run_id] |= state.pushed
-        seen_done[run_id] |= state.done
+    for run_id, whole in snapshot.runs.items():
+        # A partition's facts are named after it: "{tag}" before each key and in ``seen_*``.
+        parts = {f"{{{tag}}}": state for tag, state in whole.parts.items()} or {"": whole}
+        for label, state in parts.items():
+            if state.plan is None:
+                continue
+            for key, text in _violations(state, label, run_id + label, seen_pushed,
+                                         seen_done).items():
+                found[(run_id, label + key)] = (f"partition {label}: {text}" if label
+                                                else text)
+    return found
+
+
+def _violations(state: RunState, label: str, seen: str, seen_pushed: dict[str, set[int]],
+                seen_done: dict[str, set[int]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    where: Counter[int] = state.queue + state.inflight
+    for seq in state.done:
+        where[seq] += 1
+    for seq in state.pushed:
+        n = where.get(seq, 0)
+        if n == 0:
+            found[f"lost:{seq}"] = f"batch {seq} is pushed but nowhere"
+        elif n > 1:
+            found[f"twice:{seq}"] = (
+                f"batch {seq} is in {n} places ({state.waiting} {state.queue[seq]}, in "
+                f"flight {state.inflight[seq]}, done {int(seq in state.done)})")
+    for seq in where:
+        if seq not in state.pushed:
+            found[f"unpushed:{seq}"] = f"batch {seq} is present but not pushed"
+    located = state.queue_items + state.inflight_items + state.committed + state.dead_items
+    if located != state.pushed_items:
+        found["conservation"] = (
+            f"{state.waiting} {state.queue_items} + in flight {state.inflight_items} + "
+            f"committed {state.committed} + dead {state.dead_items} = {located} != pushed "
+            f"{state.pushed_items}")
+    if state.committed + state.dead_items != state.done_items:
+        found["double"] = (
+            f"committed {state.committed} + dead {state.dead_items} != items of done "
+            f"batches {state.done_items}")
+    lost_pushed = seen_pushed.setdefault(seen, set()) - state.pushed
+    lost_done = seen_done.setdefault(seen, set()) - state.done
+    if lost_pushed:
+        found["pushed-bit-lost"] = f"pushed bits unset again: {sorted(lost_pushed)[:5]}"
+    if lost_done:
+        found["done-bit-lost"] = f"done bits unset again: {sorted(lost_done)[:5]}"
+    seen_pushed[seen] |= state.pushed
+    seen_done[seen] |= state.done
     return found
 
 
@@ -248,6 +276,7 @@ def violations(snapshot: Snapshot, seen_pushed: dict[str, set[int]],
 class CheckerReport:
     samples: int = 0
     failed_samples: int = 0  # Redis unreachable (killed) at sampling time
+    partial_samples: int = 0  # on a cluster: some partitions unread (their primary failing over)
     transient: int = 0  # distinct violations seen that went away within the window
     persistent: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
@@ -300,6 +329,8 @@ class Checker(threading.Thread):
 
     def _judge(self, snap: Snapshot) -> None:
         self.report.samples += 1
+        if snap.unread:
+            self.report.partial_samples += 1
         found = violations(snap, self._seen_pushed, self._seen_done)
         now = snap.at
         for key, text in found.items():

@@ -41,20 +41,32 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 
 from chaos.cluster import Cluster, Generation, Slot
 from chaos.episodes import Episode, Outcome
 from chaos.netns import Namespaces
-from exactsum.connection import make_client
+from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.replication import Replication
+from tests.localredis import LocalRedis
 
 log = logging.getLogger("chaos.faults")
 
 T = TypeVar("T")
+
+
+class FailoverGroup(Protocol):
+    """What the failover kind does to a group of Redis nodes that fail over by themselves
+    (LocalSentinelGroup; chaos.clusterview's for a Redis Cluster)."""
+
+    def wait_promoted(self, old_port: int, timeout: float) -> int: ...
+
+    def restart(self, node: LocalRedis, timeout: float = 60.0) -> None: ...
+
+    def wait_replica(self, node: LocalRedis, timeout: float) -> None: ...
 
 
 class Injector(threading.Thread):
@@ -72,7 +84,7 @@ class Injector(threading.Thread):
         self.producer_lock = threading.Lock()
         # No hidden retries (make_client): a read during a Redis outage fails and is retried
         # here, where its time is seen.
-        self.client = make_client(cluster.target, socket_timeout=2.0, name="chaos-injector")
+        self.client = connect(cluster.target, socket_timeout=2.0, name="chaos-injector")
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -83,7 +95,7 @@ class Injector(threading.Thread):
         while True:
             try:
                 return what()
-            except redis.RedisError:
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
                 if time.monotonic() > deadline:
                     return None
                 time.sleep(0.1)
@@ -347,23 +359,41 @@ class Injector(threading.Thread):
                              for g, n in zip(gens, fenced_before, strict=True))
         outcome.notes.append(f"retries by {retried()} of {len(gens)} consumers")
 
-    def acknowledged_committed(self) -> int:
-        """The committed count, once the replicas the services wait for have it too: what a
-        failover must not take away (a count read without WAIT may include commits that were
-        never acknowledged to their consumer, which a failover may legitimately undo)."""
+    def acknowledged_counts(self) -> dict[str, int]:
+        """The committed count (by partition: one here), once the replicas the services wait
+        for have it too: what a failover must not take away (a count read without WAIT may
+        include commits that were never acknowledged to their consumer, which a failover may
+        legitimately undo)."""
         value = self.committed()
         Replication(self.cluster.min_replicas).barrier(
             self.client, self.keys.run(self.run_id).acks, "chaos_checked_ms")
-        return value
+        return {"": value}
+
+    def committed_counts(self) -> dict[str, int]:
+        return {"": self.committed()}
+
+    def resumed_after(self, counts: dict[str, int]) -> bool:
+        """Whether commits resumed where the failed primary was (here: anywhere), or the run
+        is over."""
+        total = sum(counts.values())
+        return self.committed() > total or total >= self.items
+
+    def failover_group(self) -> FailoverGroup:
+        assert self.cluster.sentinel is not None
+        return self.cluster.sentinel
+
+    def kill_primary(self, episode: Episode) -> LocalRedis:
+        """kill -9 a primary (the one the Sentinels name); it, stopped."""
+        assert self.cluster.sentinel is not None
+        return self.cluster.sentinel.kill_primary()
 
     def _failover(self, outcome: Outcome) -> None:
-        group = self.cluster.sentinel
-        assert group is not None
+        group = self.failover_group()
         gens = [s.current for s in self.cluster.slots]
         retries_before = [g.retries() for g in gens]
         fenced_before = [g.refused() for g in gens]
-        acknowledged = self._read(self.acknowledged_committed, time.monotonic() + 10)
-        victim = group.kill_primary()
+        acknowledged = self._read(self.acknowledged_counts, time.monotonic() + 10)
+        victim = self.kill_primary(outcome.episode)
         killed = time.monotonic()
         outcome.victim = f"primary :{victim.port}"
         try:
@@ -373,16 +403,20 @@ class Injector(threading.Thread):
             group.restart(victim)
             return
         outcome.notes.append(f"promoted :{new_port} in {time.monotonic() - killed:.1f}s")
-        after = self._read(self.committed, time.monotonic() + 30)
-        if acknowledged is None or after is None:
+        counts = self._read(self.committed_counts, time.monotonic() + 30)
+        after = sum(counts.values()) if counts is not None else None
+        # Partition by partition: commits elsewhere must not hide a partition that went back.
+        back = {p: (n, (counts or {}).get(p, 0)) for p, n in (acknowledged or {}).items()
+                if (counts or {}).get(p, 0) < n}
+        if acknowledged is None or counts is None:
             outcome.failure = "could not read the committed counter around the failover"
-        elif after < acknowledged:
-            outcome.failure = (f"committed went back from {acknowledged} to {after}: "
+        elif back:
+            outcome.failure = (f"committed went back ({back}, partition: before, after): "
                                "acknowledged writes were lost")
         resumed = None
         if after is not None:
-            resumed = self._poll(lambda: self.committed() > after or after >= self.items,
-                                 60.0, interval=0.01)
+            resumed = self._poll(lambda: self.resumed_after(counts or {}), 60.0,
+                                 interval=0.01)
             if resumed is None:
                 outcome.failure = outcome.failure or "commits did not resume within 60 s"
             elif after < self.items:

@@ -17,8 +17,12 @@ KIND_NAMES = {
     "redis": "redis-server kill -9 + restart",
     "partition": "consumer cut off the network",
     "rqworker": "one RQ worker process SIGKILLed",
-    "failover": "primary kill -9, Sentinel failover",
+    "failover": "primary kill -9, failover (Sentinel or Cluster)",
     "producer": "producer SIGKILL + resume",
+}
+REDIS_NAMES = {
+    "sentinel": " (Redis Sentinel: a primary, two replicas, three Sentinels)",
+    "cluster": " (Redis Cluster: three primaries with a replica each, the run in partitions)",
 }
 RECOVER_MEANING = {
     "sigkill": "kill -> its claims back on the queue",
@@ -40,7 +44,7 @@ class ChaosResult:
     batch: int
     consumers: int
     duration_s: float
-    redis: str = "single"  # or "sentinel": a primary, two replicas, three Sentinels
+    redis: str = "single"  # "sentinel": a primary, two replicas, three Sentinels; "cluster"
     elapsed_s: float = 0.0
     expected_sum: int = 0
     sum: int = 0
@@ -102,8 +106,7 @@ def result_table(r: ChaosResult) -> str:
     moved, retried, commit = words.reclaimed_words, words.retried_words, words.commit_script
     rows = [
         ("seed", str(r.seed) + ("" if r.transport == DEFAULT else f" (transport {r.transport})")
-         + (" (Redis Sentinel: a primary, two replicas, three Sentinels)"
-            if r.redis == "sentinel" else "")),
+         + REDIS_NAMES.get(r.redis, "")),
         ("items", f"{r.items:,} in batches of {r.batch}, {r.consumers} consumers"),
         ("sum", f"{r.sum} (expected {r.expected_sum}, computed by the harness from its file)"),
         ("committed", f"{r.committed:,}"),
@@ -115,7 +118,9 @@ def result_table(r: ChaosResult) -> str:
         ("stale commits refused", f"{r.stale_commits:,} by {commit}; {r.refusals_logged:,} "
          "refusals counted by consumers (a refusal whose reply was lost to a Redis kill is "
          "re-sent and refused again)"),
-        ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down); "
+        ("conservation samples", f"{c.samples:,} ({c.failed_samples} while Redis was down"
+         + (f", {c.partial_samples} without a partition whose primary was failing over"
+            if c.partial_samples else "") + "); "
          f"{c.transient} transient and {len(c.persistent)} persistent violations; longest "
          f"time a dead consumer held claims {c.max_orphan_age_s:.2f} s"),
         ("producer attempts", f"{r.producer_attempts} (the last resumed the run and reported "

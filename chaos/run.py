@@ -22,13 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import Any, cast
 
 import redis
 
+from chaos import clusterview
 from chaos import netns as netns_mod
 from chaos.checker import Checker, SnapshotFn, take_snapshot
 from chaos.cluster import Cluster
@@ -38,9 +40,10 @@ from chaos.netns import Namespaces
 from chaos.report import ChaosResult, render
 from chaos.transports import view
 from exactsum import transport
-from exactsum.connection import make_client
+from exactsum.cluster import connect
 from exactsum.keys import Keys
 from exactsum.replication import Replication
+from tests.localcluster import LocalCluster
 from tests.localredis import LocalRedis
 from tests.localsentinel import LocalSentinelGroup
 
@@ -58,12 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=transport.names(), default=transport.DEFAULT,
                    help="the services' transport: the native list, or RQ jobs (docs/chaos.md)")
     p.add_argument("--rq-queue", default="chaos", help="with --transport rq: the RQ queue")
-    p.add_argument("--redis", choices=("single", "sentinel"), default="single",
+    p.add_argument("--redis", choices=("single", "sentinel", "cluster"), default="single",
                    help="single: one redis-server, killed and restarted by the 'redis' fault; "
                    "sentinel: a primary, two replicas and three Sentinels, failed over by the "
-                   "'failover' fault (docs/sentinel.md)")
+                   "'failover' fault (docs/sentinel.md); cluster: a Redis Cluster of three "
+                   "primaries with a replica each, a primary failed over by the 'failover' "
+                   "fault (docs/cluster.md)")
     p.add_argument("--min-replicas", type=int, default=1,
-                   help="with --redis sentinel: the services' --min-replicas")
+                   help="with --redis sentinel or cluster: the services' --min-replicas")
+    p.add_argument("--partitions", type=int, default=6,
+                   help="with --redis cluster: the partitions the producer splits the run into")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the input and of the fault schedule (default: random, printed)")
     p.add_argument("--items", type=int, default=2_000_000, help="items to sum")
@@ -129,6 +136,13 @@ def _main(argv: list[str]) -> int:
         if not chaos_view.sentinel_kinds:
             build_parser().error(f"--redis sentinel: no faults for --transport {args.transport}")
         known = chaos_view.sentinel_kinds
+    if args.redis == "cluster":
+        problem = transport.get(args.transport).cluster_problem()
+        if problem:  # one line, not the usage: the combination is refused by design
+            print(f"chaos: --transport {args.transport} --redis cluster: {problem}",
+                  file=sys.stderr)
+            return 2
+        known = chaos_view.sentinel_kinds  # the same kinds: failovers, no namespaces
     kinds = [k.strip() for k in (args.kinds or ",".join(known)).split(",") if k.strip()]
     unknown = set(kinds) - set(known)
     if unknown or not kinds:
@@ -149,6 +163,8 @@ def _main(argv: list[str]) -> int:
         disabled["redis"] = "--redis sentinel (failovers instead)"
         disabled["partition"] = ("--redis sentinel (the Sentinels announce loopback "
                                  "addresses, out of a namespaced consumer's reach)")
+    if args.redis == "cluster":
+        disabled.update(clusterview.DISABLED)
     reason = "--no-netns" if args.no_netns else netns_mod.unavailable_reason()
     if "partition" in kinds and reason:
         print(f"chaos: partition faults skipped: {reason}", flush=True)
@@ -217,7 +233,11 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
     links = ns.links if ns is not None else []
     bind = " ".join(["127.0.0.1", *(link.redis_addr for link in links)])
     group: LocalSentinelGroup | None = None
-    if args.redis == "sentinel":
+    redis_cluster: LocalCluster | None = None
+    if args.redis == "cluster":
+        redis_cluster = clusterview.start_redis_cluster(workdir)
+        server = redis_cluster.nodes[0]
+    elif args.redis == "sentinel":
         # Quick failure detection, so that a failover fits in the fault window; a primary
         # without a replica refuses writes rather than take writes a failover would undo.
         group = LocalSentinelGroup(replicas=2, sentinels=3, down_after_ms=1000,
@@ -239,9 +259,18 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
     consumer_args += chaos_view.consumer_args(args)
     producer_args = chaos_view.producer_args(args)
     snapshot = chaos_view.snapshot(args)
-    min_replicas = args.min_replicas if group is not None else 0
+    min_replicas = args.min_replicas if args.redis != "single" else 0
     cluster = Cluster(workdir, server, KEY_PREFIX, consumer_args, links, args.consumers,
                       sentinel=group, min_replicas=min_replicas)
+    make_injector = chaos_view.injector
+    if redis_cluster is not None:  # chaos.clusterview: partitions read on their primaries
+        cluster = clusterview.ClusterProcesses(
+            workdir, server, KEY_PREFIX, consumer_args, links, args.consumers,
+            min_replicas=min_replicas, redis_cluster=redis_cluster, partitions=args.partitions)
+        snapshot = clusterview.cluster_snapshot(min_replicas)
+
+        def make_injector(args: argparse.Namespace, *a: Any, **kw: Any) -> Injector:
+            return clusterview.ClusterInjector(*a, **kw)
     started = time.monotonic()
     injector: Injector | None = None
     checker: Checker | None = None
@@ -253,22 +282,22 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
                  result.expected_sum, input_path, work_io_ms)
         if group is not None:
             group.start()
-        else:
+        elif redis_cluster is None:
             server.start()
-        client = make_client(cluster.target, socket_timeout=5.0, name="chaos-checker")
+        client = connect(cluster.target, socket_timeout=5.0, name="chaos-checker")
         for slot in cluster.slots:
             cluster.start_consumer(slot)
         checker = Checker(client, keys, [run_id], interval=args.check_interval,
                           window=args.ttl + args.reclaim_interval + 3.0, snapshot=snapshot,
                           settle=functools.partial(Replication(min_replicas).barrier, client,
                                                    keys.run(run_id).acks, "chaos_checked_ms")
-                          if min_replicas else None)
+                          if min_replicas and redis_cluster is None else None)
         checker.start()
         producer = cluster.start_producer([
             "--input", str(input_path), "--batch", str(args.batch), "--max-queue",
             str(args.max_queue), "--run-id", run_id, "--timeout", str(timeout),
             "--progress-interval", "10", *producer_args])
-        injector = chaos_view.injector(
+        injector = make_injector(
             args, cluster, ns, keys, run_id, args.items, episodes, ttl=args.ttl,
             reclaim_interval=args.reclaim_interval, threads=args.threads)
         injector.start()
@@ -304,6 +333,8 @@ def orchestrate(args: argparse.Namespace, kinds: list[str], ns: Namespaces | Non
         if group is not None:
             group.kill_all()
             group.close()
+        elif redis_cluster is not None:
+            redis_cluster.close()
         else:
             server.stop()
     text = render(result, outcomes)
@@ -343,11 +374,16 @@ def judge(result: ChaosResult, cluster: Cluster, client: redis.Redis, keys: Keys
     result.sum, result.committed = state.sum, state.committed
     result.dead_lettered = state.dead_items
     result.reclaimed = snap.reclaimed
-    result.stale_commits = int(cast(bytes, client.get(rk.stale) or 0))
-    attempts = cast(list[bytes], client.hvals(rk.attempts))
-    result.retried = sum(int(a) for a in attempts)
-    raw = cast(dict[bytes, bytes], client.hgetall(rk.by_consumer))
-    by_consumer = {k.decode(): int(v) for k, v in raw.items()}
+    if snap.unread:
+        fail(f"partitions {list(snap.unread)} could not be read at the end")
+    # On a cluster the run's counters are in each partition (state.parts): add them up.
+    parts = [keys.partition(tag).run(run_id) for tag in state.parts] or [rk]
+    result.stale_commits = sum(int(cast(bytes, client.get(p.stale) or 0)) for p in parts)
+    result.retried = sum(int(a) for p in parts for a in cast(list[bytes], client.hvals(p.attempts)))
+    by_consumer: Counter[str] = Counter()
+    for p in parts:
+        raw = cast(dict[bytes, bytes], client.hgetall(p.by_consumer))
+        by_consumer.update({k.decode(): int(v) for k, v in raw.items()})
     assert state.plan is not None
     batches = state.plan.batches
     # Item ids are (batch, position): a batch counted once counts each of its items once.

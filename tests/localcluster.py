@@ -27,7 +27,7 @@ BUS_OFFSET = 10000
 class LocalCluster(RedisGroup):
     def __init__(self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 2000,
                  fsync: str = "always", acl_file: Path | None = None,
-                 admin: tuple[str, str] | None = None) -> None:
+                 admin: tuple[str, str] | None = None, work_dir: Path | None = None) -> None:
         """``acl_file``: every node loads it; ``admin`` (user, password) is then the user this
         harness assembles the cluster as, and the one replicas sync with (``masteruser``)."""
         acl_args: list[str] = []
@@ -37,7 +37,7 @@ class LocalCluster(RedisGroup):
                 raise ValueError("a cluster with an ACL file needs an admin user")
             acl_args = ["--aclfile", str(acl_file), "--masteruser", username,
                         "--masterauth", password]
-        super().__init__("exactsum-cluster-")
+        super().__init__("exactsum-cluster-", work_dir)
         self.primaries_n, self.replicas_n = primaries, replicas
         for index in range(primaries * (1 + replicas)):
             port = free_port(also=BUS_OFFSET)
