@@ -199,6 +199,8 @@ def test_batches_whose_rq_jobs_were_deleted_get_new_jobs_and_count_once(
     consumer, _ = _consumer(own_services, "--threads", "2")
     report = finish(producer, timeout=100)
     assert_exact(report, 3000, random_sum(3000, int(SEED)))
+    wait_until(lambda: consumer.counter(Event.RQ_ORPHANS_REQUEUED) >= 20, 10,
+               "the requeue in the consumer's counters file")
     assert consumer.counter(Event.RQ_ORPHANS_REQUEUED) == 20, consumer.counters()
 
 
