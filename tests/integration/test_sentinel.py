@@ -32,6 +32,7 @@ from tests.procs import Services, assert_exact, numbers_file, wait_until
 log = logging.getLogger("test.sentinel")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_push_is_not_acknowledged_without_its_replica_and_is_retried_once_only(
     primary_and_replica: tuple[LocalRedis, LocalRedis], key_prefix: str,

@@ -89,6 +89,7 @@ def test_rq_jobs_scripts_are_acknowledged_and_refused_without_a_replica(
     assert client.get(rk.sum) == b"10" and client.get(rk.committed) == b"4"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_rq_worker_processes_get_min_replicas_and_wait_for_the_replica(
     primary_and_replica: tuple[LocalRedis, LocalRedis], key_prefix: str, tmp_path: Path,
